@@ -12,5 +12,6 @@ import (
 	_ "github.com/opencontainers/image-spec/specs-go/v1"
 	_ "github.com/qri-io/jsonschema"
 	_ "github.com/spf13/pflag"
+	_ "golang.org/x/crypto/bcrypt"
 	_ "golang.org/x/sync/errgroup"
 )

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# install-deps.sh installs what the end-to-end tests, benchmarks and the demo need on a Debian
+# machine: the CNCF distribution registry 2.8 (Debian package docker-registry), which
+# internal/registrytest starts on random 127.0.0.1 ports with its own configuration.
+#
+# It is idempotent: when /usr/bin/docker-registry is already there it only makes sure the packaged
+# service (which listens on :5000) is not running, which is fast and needs no network.
+set -euo pipefail
+
+REGISTRY_BIN=/usr/bin/docker-registry
+
+# as_root runs a command as root: directly when we are root, else through sudo when there is one.
+as_root() {
+	if [ "$(id -u)" -eq 0 ]; then
+		"$@"
+	elif command -v sudo >/dev/null 2>&1; then
+		sudo "$@"
+	else
+		echo "install-deps: need root (or sudo) to run: $*" >&2
+		return 1
+	fi
+}
+
+if [ ! -x "$REGISTRY_BIN" ]; then
+	echo "install-deps: installing docker-registry" >&2
+	as_root apt-get update
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-registry
+fi
+
+# The package ships a service on :5000 that may have started on install. Tests never use it:
+# stop and disable it, ignoring every error (no systemd in a container, service not running, ...).
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+	as_root systemctl disable --now docker-registry >/dev/null 2>&1 || true
+else
+	if [ -f /var/run/docker-registry.pid ] && command -v service >/dev/null 2>&1; then
+		as_root service docker-registry stop >/dev/null 2>&1 || true
+	fi
+	if command -v update-rc.d >/dev/null 2>&1; then
+		as_root update-rc.d docker-registry disable >/dev/null 2>&1 || true
+	fi
+fi
+
+if [ ! -x "$REGISTRY_BIN" ]; then
+	echo "install-deps: $REGISTRY_BIN is still missing after installing docker-registry" >&2
+	exit 1
+fi
+echo "install-deps: ok ($("$REGISTRY_BIN" --version 2>/dev/null || echo "$REGISTRY_BIN"))"
