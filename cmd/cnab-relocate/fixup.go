@@ -1,0 +1,345 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/containerd/containerd/remotes/docker"
+	"github.com/spf13/pflag"
+
+	"github.com/cnabio/cnab-relocate/fixup"
+	"github.com/cnabio/cnab-relocate/relocator"
+)
+
+const fixupHelp = `Relocate the images of a bundle into another registry.
+
+Usage:
+  cnab-relocate fixup BUNDLE --repository-prefix PREFIX --relocation-mapping FILE [FLAGS]
+
+BUNDLE is a bundle.json file. Every invocation image and every entry of
+"images" whose imageType is docker or oci (or absent) is copied with its whole
+content graph (all platforms of an index), digests preserved; other images are
+left alone. The relocation mapping and the rewritten bundle are written only
+when every image is in place.
+
+Mappings (--mapping):
+  one-to-one   (default) each source repository gets its own target repository
+               PREFIX/<path joined by dashes>-<md5 of the repository>, as duffle
+               relocate names them: docker.io/istio/proxyv2:1.2 ->
+               PREFIX/istio-proxyv2-<md5("docker.io/istio/proxyv2")>:1.2
+  prefix       PREFIX/<original path>: docker.io/istio/proxyv2:1.2 ->
+               PREFIX/istio/proxyv2:1.2 (a collision is an error)
+  many-to-one  every image by digest into one repository, --target REPO,
+               as cnab-to-oci's fixup does
+
+Examples:
+  cnab-relocate fixup bundle.json --repository-prefix registry.corp/team \
+      --relocation-mapping relocation-mapping.json --output-bundle relocated.json
+  cnab-relocate fixup bundle.json --repository-prefix registry.corp/team --dry-run
+  cnab-relocate fixup bundle.json --mapping many-to-one --target registry.corp/team/app \
+      --relocation-mapping map.json --output json
+`
+
+type fixupFlags struct {
+	prefix       string
+	mapping      string
+	target       string
+	mappingFile  string
+	outputBundle string
+	dryRun       bool
+	jobs         int
+	output       string
+	quiet        bool
+	registry     registryFlags
+}
+
+func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var f fixupFlags
+	fs := pflag.NewFlagSet("fixup", pflag.ContinueOnError)
+	fs.StringVar(&f.prefix, "repository-prefix", "", "target repository `PREFIX` (host[:port]/path) for one-to-one and prefix mappings")
+	fs.StringVar(&f.mapping, "mapping", string(relocator.OneToOne), "`KIND` of mapping: one-to-one, prefix or many-to-one")
+	fs.StringVar(&f.target, "target", "", "the one target `REPO` for --mapping many-to-one")
+	fs.StringVar(&f.mappingFile, "relocation-mapping", "", "write the relocation mapping (CNAB 103 JSON) to `FILE`")
+	fs.StringVar(&f.outputBundle, "output-bundle", "", "write the bundle, rewritten to the relocated images, to `FILE`")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "print where each image would go; contact no registry")
+	fs.IntVar(&f.jobs, "jobs", fixup.DefaultJobs, "blobs copied at once across all images")
+	fs.StringVarP(&f.output, "output", "o", "text", "`FORMAT` of the final report on stdout: text or json")
+	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print only errors")
+	f.registry.add(fs)
+	if done, code := parse(fs, args, stdout, stderr, fixupHelp); done {
+		return code
+	}
+	if fs.NArg() != 1 {
+		return usageError(stderr, "fixup", "want exactly one BUNDLE argument, got %d", fs.NArg())
+	}
+	if f.output != "text" && f.output != "json" {
+		return usageError(stderr, "fixup", "--output %q: want text or json", f.output)
+	}
+	kind, err := relocator.ParseKind(f.mapping)
+	if err != nil {
+		return usageError(stderr, "fixup", "%v", err)
+	}
+	repo := f.prefix
+	switch {
+	case kind == relocator.ManyToOne && f.target == "":
+		return usageError(stderr, "fixup", "--mapping many-to-one needs --target REPO")
+	case kind == relocator.ManyToOne:
+		if f.prefix != "" {
+			return usageError(stderr, "fixup", "--repository-prefix is for one-to-one and prefix mappings; many-to-one takes --target")
+		}
+		repo = f.target
+	case f.target != "":
+		return usageError(stderr, "fixup", "--target is for --mapping many-to-one; %s takes --repository-prefix", kind)
+	case f.prefix == "":
+		return usageError(stderr, "fixup", "--repository-prefix is required")
+	}
+	if !f.dryRun && f.mappingFile == "" {
+		return usageError(stderr, "fixup", "--relocation-mapping FILE is required (where to write the relocation mapping)")
+	}
+	mapping, err := relocator.New(kind, repo)
+	if err != nil {
+		return usageError(stderr, "fixup", "%v", err)
+	}
+	path := fs.Arg(0)
+	if err := fixup.CheckOutputs([]string{path}, f.mappingFile, f.outputBundle); err != nil {
+		return failure(stderr, "fixup", err)
+	}
+	b, err := fixup.LoadFile(path)
+	if err != nil {
+		return failure(stderr, "fixup", err)
+	}
+	if f.dryRun {
+		return dryRun(b, mapping, f, stdout, stderr)
+	}
+
+	tracker := docker.NewInMemoryTracker()
+	res, err := f.registry.resolver(tracker)
+	if err != nil {
+		return failure(stderr, "fixup", err)
+	}
+	var events func(fixup.Event)
+	if !f.quiet {
+		events = newProgress(stderr).event
+	}
+	start := time.Now()
+	result, err := fixup.Relocate(ctx, b, fixup.Options{
+		Mapping:  mapping,
+		Resolver: res,
+		Tracker:  tracker,
+		Jobs:     f.jobs,
+		Retries:  f.registry.retries,
+		OnEvent:  events,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(stderr, "cnab-relocate fixup: interrupted; no output written (a rerun resumes from what is in the target)")
+			return exitFailed
+		}
+		if result != nil && f.output == "json" {
+			writeReport(stdout, result, f, time.Since(start))
+		}
+		return failure(stderr, "fixup", err)
+	}
+	outs, err := outputs(b, result, f)
+	if err == nil {
+		err = fixup.WriteFiles(outs...)
+	}
+	if err != nil {
+		return failure(stderr, "fixup", err)
+	}
+	if f.output == "json" {
+		writeReport(stdout, result, f, time.Since(start))
+	} else if !f.quiet {
+		summary(stdout, result, f, time.Since(start))
+	}
+	return exitOK
+}
+
+func outputs(b *fixup.Bundle, r *fixup.Result, f fixupFlags) ([]fixup.Output, error) {
+	var outs []fixup.Output
+	if f.mappingFile != "" {
+		data, err := fixup.MappingJSON(r.Mapping)
+		if err != nil {
+			return nil, err
+		}
+		outs = append(outs, fixup.Output{Path: f.mappingFile, Data: data})
+	}
+	if f.outputBundle != "" {
+		data, err := b.Rewrite(r.Mapping, r.Digests)
+		if err != nil {
+			return nil, err
+		}
+		outs = append(outs, fixup.Output{Path: f.outputBundle, Data: data})
+	}
+	return outs, nil
+}
+
+func dryRun(b *fixup.Bundle, m *relocator.Mapping, f fixupFlags, stdout, stderr io.Writer) int {
+	plan, err := fixup.NewPlan(b, m)
+	if err != nil {
+		return failure(stderr, "fixup", err)
+	}
+	if f.mappingFile != "" {
+		data, err := fixup.MappingJSON(plan.Mapping())
+		if err == nil {
+			err = fixup.WriteFiles(fixup.Output{Path: f.mappingFile, Data: data})
+		}
+		if err != nil {
+			return failure(stderr, "fixup", err)
+		}
+	}
+	if f.output == "json" {
+		type entry struct {
+			Source string `json:"source"`
+			Target string `json:"target"`
+			Field  string `json:"field"`
+		}
+		type skipped struct {
+			Image     string `json:"image"`
+			Field     string `json:"field"`
+			ImageType string `json:"imageType"`
+		}
+		out := struct {
+			DryRun            bool      `json:"dryRun"`
+			Images            []entry   `json:"images"`
+			Skipped           []skipped `json:"skipped"`
+			RelocationMapping string    `json:"relocationMapping,omitempty"`
+		}{DryRun: true, Images: []entry{}, Skipped: []skipped{}, RelocationMapping: f.mappingFile}
+		for _, e := range plan.Entries {
+			out.Images = append(out.Images, entry{e.Image.Ref, e.TargetString(m), e.Image.Field})
+		}
+		for _, s := range plan.Skipped {
+			out.Skipped = append(out.Skipped, skipped{s.Ref, s.Field, s.ImageType})
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
+		enc.Encode(out)
+		return exitOK
+	}
+	fmt.Fprintf(stdout, "Plan for %s (%s mapping, dry run: no registry contacted)\n", b.Path(), m.Kind())
+	for _, e := range plan.Entries {
+		fmt.Fprintf(stdout, "  %s -> %s\n", e.Image.Ref, e.TargetString(m))
+	}
+	if len(plan.Skipped) > 0 {
+		fmt.Fprintln(stdout, "Left alone (imageType is neither docker nor oci):")
+		for _, s := range plan.Skipped {
+			fmt.Fprintf(stdout, "  %s (%s, imageType %q)\n", s.Ref, s.Field, s.ImageType)
+		}
+	}
+	if f.mappingFile != "" {
+		fmt.Fprintf(stdout, "Relocation mapping written to %s\n", f.mappingFile)
+	}
+	return exitOK
+}
+
+func summary(w io.Writer, r *fixup.Result, f fixupFlags, d time.Duration) {
+	t := totals(r)
+	present := 0
+	for _, i := range r.Images {
+		if i.Present {
+			present++
+		}
+	}
+	fmt.Fprintf(w, "Relocated %d image(s) in %.1fs (%d already in place): %s copied, %s mounted, %s already present\n",
+		len(r.Images), d.Seconds(), present, human(t.BytesCopied), human(t.BytesMounted), human(t.BytesSkipped))
+	for _, s := range r.Skipped {
+		fmt.Fprintf(w, "Left alone: %s (%s, imageType %q)\n", s.Ref, s.Field, s.ImageType)
+	}
+	if f.mappingFile != "" {
+		fmt.Fprintf(w, "Relocation mapping: %s\n", f.mappingFile)
+	}
+	if f.outputBundle != "" {
+		fmt.Fprintf(w, "Relocated bundle: %s\n", f.outputBundle)
+	}
+}
+
+type reportImage struct {
+	Source       string  `json:"source"`
+	Target       string  `json:"target"`
+	Digest       string  `json:"digest"`
+	MediaType    string  `json:"mediaType"`
+	BytesCopied  int64   `json:"bytesCopied"`
+	BytesMounted int64   `json:"bytesMounted"`
+	BytesSkipped int64   `json:"bytesSkipped"`
+	Seconds      float64 `json:"seconds"`
+	Present      bool    `json:"present"`
+	Error        string  `json:"error,omitempty"`
+}
+
+type reportTotals struct {
+	Images       int     `json:"images"`
+	Failed       int     `json:"failed"`
+	BytesCopied  int64   `json:"bytesCopied"`
+	BytesMounted int64   `json:"bytesMounted"`
+	BytesSkipped int64   `json:"bytesSkipped"`
+	Seconds      float64 `json:"seconds"`
+}
+
+type report struct {
+	Images            []reportImage `json:"images"`
+	Totals            reportTotals  `json:"totals"`
+	RelocationMapping string        `json:"relocationMapping"`
+	OutputBundle      string        `json:"outputBundle"`
+}
+
+func totals(r *fixup.Result) reportTotals {
+	var t reportTotals
+	for _, i := range r.Images {
+		t.Images++
+		if i.Err != nil {
+			t.Failed++
+		}
+		t.BytesCopied += i.BytesCopied
+		t.BytesMounted += i.BytesMounted
+		t.BytesSkipped += i.BytesSkipped
+	}
+	return t
+}
+
+func newReport(r *fixup.Result, f fixupFlags, d time.Duration) report {
+	rep := report{Images: []reportImage{}, Totals: totals(r)}
+	rep.Totals.Seconds = d.Seconds()
+	for _, i := range r.Images {
+		ri := reportImage{
+			Source: i.Source, Target: i.Target, Digest: i.Digest.String(), MediaType: i.MediaType,
+			BytesCopied: i.BytesCopied, BytesMounted: i.BytesMounted, BytesSkipped: i.BytesSkipped,
+			Seconds: i.Duration.Seconds(), Present: i.Present,
+		}
+		if i.Err != nil {
+			ri.Error = i.Err.Error()
+		}
+		rep.Images = append(rep.Images, ri)
+	}
+	if r.Mapping != nil && totals(r).Failed == 0 {
+		rep.RelocationMapping = f.mappingFile
+		rep.OutputBundle = f.outputBundle
+	}
+	return rep
+}
+
+func writeReport(w io.Writer, r *fixup.Result, f fixupFlags, d time.Duration) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	enc.Encode(newReport(r, f, d))
+}
+
+func human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+var _ = os.Stdout

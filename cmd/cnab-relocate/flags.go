@@ -1,0 +1,38 @@
+package main
+
+import (
+	"github.com/containerd/containerd/remotes"
+	"github.com/containerd/containerd/remotes/docker"
+	"github.com/spf13/pflag"
+
+	"github.com/cnabio/cnab-relocate/resolver"
+)
+
+// registryFlags are the flags every command that reaches registries takes.
+type registryFlags struct {
+	insecure  []string
+	caCerts   []string
+	configDir string
+	retries   int
+}
+
+func (r *registryFlags) add(fs *pflag.FlagSet) {
+	fs.StringArrayVar(&r.insecure, "insecure-registry", nil, "allow plain HTTP or unverified TLS for `HOST[:PORT]` (repeatable; loopback hosts fall back to HTTP without it)")
+	fs.StringArrayVar(&r.caCerts, "ca-cert", nil, "trust the CA certificates in this PEM `FILE` too (repeatable)")
+	fs.StringVar(&r.configDir, "docker-config", "", "docker CLI configuration `DIR` for credentials (default $DOCKER_CONFIG or ~/.docker)")
+	fs.IntVar(&r.retries, "retries", 4, "retries of a failed request or blob transfer, with exponential backoff")
+}
+
+func (r *registryFlags) resolver(tracker docker.StatusTracker) (remotes.Resolver, error) {
+	retries := r.retries
+	if retries == 0 {
+		retries = -1
+	}
+	return resolver.New(resolver.Options{
+		ConfigDir: r.configDir,
+		CACerts:   r.caCerts,
+		Insecure:  r.insecure,
+		Retries:   retries,
+		Tracker:   tracker,
+	})
+}

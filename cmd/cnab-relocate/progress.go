@@ -1,0 +1,32 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/cnabio/cnab-relocate/fixup"
+)
+
+// progress prints one plain line per notable event.
+type progress struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func newProgress(w io.Writer) *progress { return &progress{w: w} }
+
+func (p *progress) event(e fixup.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch e.Kind {
+	case fixup.ImagePlanned:
+		fmt.Fprintf(p.w, "copying  %s -> %s (%s, %s)\n", e.Image, e.Target, e.Digest, human(e.Size))
+	case fixup.ImagePresent:
+		fmt.Fprintf(p.w, "present  %s -> %s (%s)\n", e.Image, e.Target, e.Digest)
+	case fixup.ImageDone:
+		fmt.Fprintf(p.w, "done     %s -> %s\n", e.Image, e.Target)
+	case fixup.ImageFailed:
+		fmt.Fprintf(p.w, "failed   %s: %v\n", e.Image, e.Err)
+	}
+}

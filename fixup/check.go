@@ -1,0 +1,139 @@
+package fixup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/remotes"
+	"github.com/containerd/log"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
+)
+
+// ErrNotRelocated is returned by Verify when an image is missing from its
+// target or has another digest there.
+var ErrNotRelocated = errors.New("not relocated")
+
+// VerifyOptions configures Verify.
+type VerifyOptions struct {
+	// Resolver reaches the target registries. Required.
+	Resolver remotes.Resolver
+	// Jobs bounds concurrent checks. If <= 0, DefaultJobs is used.
+	Jobs int
+	// Logger receives debug records. Default: discard.
+	Logger *slog.Logger
+}
+
+// Check is the verdict for one image.
+type Check struct {
+	Source string        `json:"source"`
+	Target string        `json:"target"`
+	Want   digest.Digest `json:"want,omitempty"`
+	Got    digest.Digest `json:"got,omitempty"`
+	// OK is true when the target has the image with the recorded digest
+	// (or, when the bundle records none, when the target has it at all).
+	OK  bool  `json:"ok"`
+	Err error `json:"-"`
+}
+
+// Verify checks, with HEAD requests only, that every relocatable image of b
+// is at the target mapping gives (or, with a nil mapping, at the reference
+// the bundle itself holds, as in a relocated bundle) with the digest the
+// bundle records. It returns one Check per distinct reference, and an
+// error wrapping ErrNotRelocated naming each image that is not in place.
+func Verify(ctx context.Context, b *Bundle, mapping map[string]string, opts VerifyOptions) ([]Check, error) {
+	if opts.Resolver == nil {
+		return nil, invalid(errors.New("fixup: VerifyOptions.Resolver is required"))
+	}
+	if opts.Jobs <= 0 {
+		opts.Jobs = DefaultJobs
+	}
+	ctx = log.WithLogger(ctx, discardLogger)
+	var checks []*Check
+	seen := map[string]bool{}
+	for _, img := range b.Images {
+		if !img.Relocatable() || seen[img.Ref] {
+			continue
+		}
+		seen[img.Ref] = true
+		want, err := img.Digest()
+		if err != nil {
+			return nil, err
+		}
+		c := &Check{Source: img.Ref, Target: img.Ref, Want: want}
+		if mapping != nil {
+			t, ok := mapping[img.Ref]
+			if !ok {
+				c.Err = fmt.Errorf("%w: %s: not in the relocation mapping", ErrNotRelocated, img.Ref)
+				checks = append(checks, c)
+				continue
+			}
+			c.Target = t
+		}
+		checks = append(checks, c)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(opts.Jobs)
+	for _, c := range checks {
+		if c.Err != nil {
+			continue
+		}
+		g.Go(func() error {
+			c.Got, c.Err = headTarget(gctx, opts.Resolver, c.Target, c.Want)
+			if c.Err == nil {
+				c.OK = true
+			}
+			return nil
+		})
+	}
+	g.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]Check, len(checks))
+	var errs []error
+	for i, c := range checks {
+		out[i] = *c
+		if c.Err != nil {
+			errs = append(errs, c.Err)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// headTarget resolves target (one HEAD of its manifest) and compares its
+// digest with want.
+func headTarget(ctx context.Context, r remotes.Resolver, target string, want digest.Digest) (digest.Digest, error) {
+	named, err := reference.ParseNormalizedNamed(target)
+	if err != nil {
+		return "", invalid(fmt.Errorf("relocated reference %q: %v", target, err))
+	}
+	ref := named.String()
+	if c, ok := named.(reference.Canonical); ok {
+		ref = reference.TrimNamed(named).String() + "@" + c.Digest().String()
+		if want == "" {
+			want = c.Digest()
+		}
+	} else if want != "" {
+		if t, ok := named.(reference.Tagged); ok {
+			ref = reference.TrimNamed(named).String() + ":" + t.Tag()
+		}
+	} else {
+		ref = reference.TagNameOnly(named).String()
+	}
+	_, desc, err := r.Resolve(ctx, ref)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return "", fmt.Errorf("%w: %s: missing from the target", ErrNotRelocated, target)
+		}
+		return "", sideError{ErrTarget, fmt.Errorf("target registry %s: checking %s: %w", reference.Domain(named), target, explain(err))}
+	}
+	if want != "" && desc.Digest != want {
+		return desc.Digest, fmt.Errorf("%w: %s: target has %s, the bundle records %s", ErrNotRelocated, target, desc.Digest, want)
+	}
+	return desc.Digest, nil
+}

@@ -1,0 +1,107 @@
+package fixup
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/containerd/containerd/remotes"
+	"github.com/containerd/containerd/remotes/docker"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/cnabio/cnab-relocate/relocator"
+)
+
+// DefaultJobs is the default number of blobs copied at once.
+const DefaultJobs = 8
+
+// Options configures Relocate. Only Mapping is required; every other field
+// has a working zero value.
+type Options struct {
+	// Mapping decides each image's target reference. Required.
+	Mapping *relocator.Mapping
+	// Resolver reaches the target registries (and the source registries
+	// when Source is nil). Default: resolver.New with docker CLI
+	// credentials.
+	Resolver remotes.Resolver
+	// Tracker is the upload tracker Resolver was built with. With it the
+	// engine tells a mounted blob from one that was already there; without
+	// it both count as skipped. Ignored when Resolver is nil.
+	Tracker docker.StatusTracker
+	// Source is where content comes from. Default: the registries named
+	// by the image references, through Resolver.
+	Source Source
+	// Jobs bounds how many blobs (of all images) are copied at once, and how
+	// many images are planned at once. If <= 0, DefaultJobs is used.
+	Jobs int
+	// Retries is how many times a failed blob or manifest push is retried
+	// whole (after the transport's own retries). If 0, 4 is used; if
+	// negative, none.
+	Retries int
+	// OnEvent receives progress events. Calls are serialised; the function
+	// must not block for long. Nil means no events.
+	OnEvent func(Event)
+	// Logger receives debug records. Default: discard.
+	Logger *slog.Logger
+}
+
+// EventKind says what an Event reports.
+type EventKind string
+
+// Event kinds, in the order they happen for an image.
+const (
+	ImageStarted   EventKind = "image-started"   // the image is being planned
+	ImagePlanned   EventKind = "image-planned"   // its graph is known: Size is the bytes to copy
+	ImagePresent   EventKind = "image-present"   // already in the target: nothing to do
+	BlobProgress   EventKind = "blob-progress"   // Bytes more of blob Digest were uploaded
+	BlobCopied     EventKind = "blob-copied"     // blob uploaded (Size bytes)
+	BlobMounted    EventKind = "blob-mounted"    // blob mounted from another repository
+	BlobSkipped    EventKind = "blob-skipped"    // blob already in the target repository
+	ManifestPushed EventKind = "manifest-pushed" // a manifest or index was pushed
+	ImageDone      EventKind = "image-done"      // every part of the image is in the target
+	ImageFailed    EventKind = "image-failed"    // the image could not be relocated: Err says why
+)
+
+// Event reports progress. Image is the reference as written in the bundle.
+type Event struct {
+	Kind   EventKind
+	Image  string
+	Target string
+	Digest digest.Digest
+	Size   int64
+	Bytes  int64
+	Err    error
+	Time   time.Time
+}
+
+// ImageResult is the outcome for one distinct image reference of a bundle.
+type ImageResult struct {
+	// Source is the reference as written in the bundle.
+	Source string `json:"source"`
+	// Target is the relocated reference.
+	Target string `json:"target"`
+	// Digest and MediaType describe the root manifest or index.
+	Digest    digest.Digest `json:"digest"`
+	MediaType string        `json:"mediaType,omitempty"`
+	// Bytes by what happened to them: uploaded, mounted from another
+	// repository, or already present.
+	BytesCopied  int64 `json:"bytesCopied"`
+	BytesMounted int64 `json:"bytesMounted"`
+	BytesSkipped int64 `json:"bytesSkipped"`
+	// Present is true when the image was already in the target.
+	Present  bool          `json:"present,omitempty"`
+	Duration time.Duration `json:"-"`
+	Err      error         `json:"-"`
+}
+
+// Result is the outcome of Relocate.
+type Result struct {
+	// Images has one entry per distinct relocatable reference, in bundle order.
+	Images []ImageResult
+	// Mapping is the relocation mapping: reference as written -> relocated
+	// reference (CNAB Core 103). Complete only when Relocate returns nil.
+	Mapping map[string]string
+	// Digests maps each reference as written to its root digest.
+	Digests map[string]digest.Digest
+	// Skipped lists images left alone because of their type.
+	Skipped []Image
+}

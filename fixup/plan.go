@@ -1,0 +1,91 @@
+package fixup
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/cnabio/cnab-relocate/relocator"
+)
+
+// Plan is what a relocation would do, worked out without any network
+// access.
+type Plan struct {
+	// Entries has one entry per distinct relocatable reference, in bundle
+	// order.
+	Entries []PlanEntry
+	// Skipped lists the images left alone because of their imageType.
+	Skipped []Image
+}
+
+// PlanEntry is one image to relocate.
+type PlanEntry struct {
+	Image Image
+	// Digest is the root digest the bundle records ("" when it records none).
+	Digest digest.Digest
+	// Target is the relocated reference; nil when it depends on a digest
+	// that only the registry knows (many-to-one without a recorded digest).
+	Target reference.Named
+}
+
+// TargetString is the relocated reference, or a placeholder saying the
+// digest is resolved when copying.
+func (p PlanEntry) TargetString(m *relocator.Mapping) string {
+	if p.Target != nil {
+		return p.Target.String()
+	}
+	return m.Repository() + "@<digest resolved when copying>"
+}
+
+// NewPlan maps every relocatable image of b. It fails, with ErrInvalidInput,
+// when an image's digest is invalid or when two source repositories would
+// share a target repository.
+func NewPlan(b *Bundle, m *relocator.Mapping) (*Plan, error) {
+	p := &Plan{}
+	seen := map[string]bool{}
+	var srcs []reference.Named
+	for _, img := range b.Images {
+		if !img.Relocatable() {
+			p.Skipped = append(p.Skipped, img)
+			continue
+		}
+		if seen[img.Ref] {
+			continue
+		}
+		seen[img.Ref] = true
+		d, err := img.Digest()
+		if err != nil {
+			return nil, err
+		}
+		e := PlanEntry{Image: img, Digest: d}
+		if d != "" || m.Kind() != relocator.ManyToOne {
+			t, err := m.Map(img.Named, d)
+			if err != nil {
+				return nil, invalid(fmt.Errorf("%s (%s): %w", img.Ref, img.Field, err))
+			}
+			e.Target = t
+		}
+		p.Entries = append(p.Entries, e)
+		srcs = append(srcs, img.Named)
+	}
+	if err := m.Check(srcs); err != nil {
+		return nil, invalid(err)
+	}
+	return p, nil
+}
+
+// Mapping returns the relocation mapping the plan knows without network
+// access: every entry whose target does not wait on a digest.
+func (p *Plan) Mapping() map[string]string {
+	out := map[string]string{}
+	for _, e := range p.Entries {
+		if e.Target != nil {
+			out[e.Image.Ref] = e.Target.String()
+		}
+	}
+	return out
+}
+
+var errIncompletePlan = errors.New("the plan needs digests the bundle does not record")
