@@ -121,10 +121,7 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err != nil {
 		return failure(stderr, "fixup", err)
 	}
-	var events func(fixup.Event)
-	if !f.quiet {
-		events = newProgress(stderr).event
-	}
+	rep := newReporter(stderr, f.quiet)
 	start := time.Now()
 	result, err := fixup.Relocate(ctx, b, fixup.Options{
 		Mapping:  mapping,
@@ -132,8 +129,9 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		Tracker:  tracker,
 		Jobs:     f.jobs,
 		Retries:  f.registry.retries,
-		OnEvent:  events,
+		OnEvent:  rep.event,
 	})
+	rep.wait()
 	if err != nil {
 		if ctx.Err() != nil {
 			fmt.Fprintln(stderr, "cnab-relocate fixup: interrupted; no output written (a rerun resumes from what is in the target)")

@@ -16,6 +16,8 @@ type progress struct {
 
 func newProgress(w io.Writer) *progress { return &progress{w: w} }
 
+func (p *progress) wait() {}
+
 func (p *progress) event(e fixup.Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
