@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 
+	"github.com/cnabio/cnab-go/bundle"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 )
@@ -312,3 +313,14 @@ func Canonical(v any) ([]byte, error) {
 
 // Path is the file the bundle was loaded from ("" when parsed from memory).
 func (b *Bundle) Path() string { return b.path }
+
+// FromCNAB converts a cnab-go bundle, as docker-app and other cnab-go users
+// hold it, for Relocate. Fields cnab-go does not model are not in it, so
+// callers that have the original bundle.json should Parse that instead.
+func FromCNAB(b *bundle.Bundle) (*Bundle, error) {
+	data, err := json.Marshal(b)
+	if err != nil {
+		return nil, invalid(fmt.Errorf("%w: %v", ErrInvalidBundle, err))
+	}
+	return Parse(data)
+}

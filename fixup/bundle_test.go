@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cnabio/cnab-go/bundle"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/cnabio/cnab-relocate/relocator"
@@ -203,4 +204,24 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("canonical form is not stable:\n%s\n%s", out, out2)
 		}
 	})
+}
+
+func TestFromCNAB(t *testing.T) {
+	cb := &bundle.Bundle{
+		SchemaVersion: "v1.0.0", Name: "app", Version: "1.0.0",
+		InvocationImages: []bundle.InvocationImage{{BaseImage: bundle.BaseImage{ImageType: "docker", Image: "vendor/app:1"}}},
+		Images:           map[string]bundle.Image{"db": {BaseImage: bundle.BaseImage{Image: "vendor/db:2", ContentDigest: "sha256:" + strings.Repeat("1", 64)}}},
+	}
+	b, err := FromCNAB(cb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refs []string
+	for _, i := range b.Images {
+		refs = append(refs, i.Field+"="+i.Ref+"@"+i.ContentDigest)
+	}
+	want := []string{"invocationImages[0]=vendor/app:1@", "images.db=vendor/db:2@sha256:" + strings.Repeat("1", 64)}
+	if !reflect.DeepEqual(refs, want) {
+		t.Errorf("got %v, want %v", refs, want)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cnabio/cnab-to-oci/relocation"
 	"github.com/containerd/containerd/remotes"
 	"github.com/containerd/containerd/remotes/docker"
 	"github.com/opencontainers/go-digest"
@@ -98,8 +99,9 @@ type Result struct {
 	// Images has one entry per distinct relocatable reference, in bundle order.
 	Images []ImageResult
 	// Mapping is the relocation mapping: reference as written -> relocated
-	// reference (CNAB Core 103). Complete only when Relocate returns nil.
-	Mapping map[string]string
+	// reference (CNAB Core 103), in cnab-to-oci's type so docker-app can
+	// hand it on. Complete only when Relocate returns nil.
+	Mapping relocation.ImageRelocationMap
 	// Digests maps each reference as written to its root digest.
 	Digests map[string]digest.Digest
 	// Skipped lists images left alone because of their type.
