@@ -210,7 +210,7 @@ func TestFromCNAB(t *testing.T) {
 	cb := &bundle.Bundle{
 		SchemaVersion: "v1.0.0", Name: "app", Version: "1.0.0",
 		InvocationImages: []bundle.InvocationImage{{BaseImage: bundle.BaseImage{ImageType: "docker", Image: "vendor/app:1"}}},
-		Images:           map[string]bundle.Image{"db": {BaseImage: bundle.BaseImage{Image: "vendor/db:2", ContentDigest: "sha256:" + strings.Repeat("1", 64)}}},
+		Images:           map[string]bundle.Image{"db": {BaseImage: bundle.BaseImage{Image: "vendor/db:2", Digest: "sha256:" + strings.Repeat("1", 64)}}},
 	}
 	b, err := FromCNAB(cb)
 	if err != nil {
