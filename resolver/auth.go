@@ -1,29 +1,64 @@
 package resolver
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 
+	"github.com/containerd/containerd/remotes/docker"
+	"github.com/containerd/containerd/remotes/docker/auth"
+	remoteerrors "github.com/containerd/containerd/remotes/errors"
 	"github.com/docker/cli/cli/config"
 	"github.com/docker/cli/cli/config/configfile"
+	clicredentials "github.com/docker/cli/cli/config/credentials"
 )
 
 // indexServer is the key the docker CLI stores Docker Hub credentials under.
 const indexServer = "https://index.docker.io/v1/"
 
+// credentials looks credentials up in a docker CLI configuration, the way
+// the docker CLI does, and remembers what it found per host so that a
+// credential helper runs once per host and run.
 type credentials struct {
 	file *configfile.ConfigFile
+
+	mu    sync.Mutex
+	cache map[string]credential
+}
+
+// credential is what was found for one registry host.
+type credential struct {
+	user, secret string
+	token        bool   // secret is an identity token
+	source       string // where it came from, for messages
+}
+
+// configDir is the docker CLI configuration directory: $DOCKER_CONFIG, else
+// ~/.docker. It is computed on each call (the docker CLI's config.Dir
+// caches the first answer for the life of the process).
+func configDir() string {
+	if d := os.Getenv(config.EnvOverrideConfigDir); d != "" {
+		return d
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".docker")
 }
 
 func loadCredentials(dir string) (*credentials, error) {
 	if dir == "" {
-		dir = config.Dir()
+		dir = configDir()
 	}
 	path := filepath.Join(dir, config.ConfigFileName)
+	c := &credentials{cache: map[string]credential{}}
 	f, err := os.Open(path)
 	if os.IsNotExist(err) {
-		return &credentials{file: configfile.New(path)}, nil
+		c.file = configfile.New(path)
+		return c, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w %s: %v", ErrDockerConfig, path, err)
@@ -33,23 +68,208 @@ func loadCredentials(dir string) (*credentials, error) {
 	if err := cf.LoadFromReader(f); err != nil {
 		return nil, fmt.Errorf("%w %s: %v", ErrDockerConfig, path, err)
 	}
-	return &credentials{file: cf}, nil
+	// "auths" keys are matched leniently by the docker CLI ("https://HOST",
+	// "HOST/v2/" and "HOST" all match HOST); make "credHelpers" keys as
+	// lenient, so that a helper configured for "https://HOST" is used for
+	// HOST too. An exact key wins.
+	lenient := map[string]string{}
+	for k, v := range cf.CredentialHelpers {
+		if h := clicredentials.ConvertToHostname(k); h != k {
+			lenient[h] = v
+		}
+	}
+	for h, v := range lenient {
+		if _, ok := cf.CredentialHelpers[h]; !ok {
+			cf.CredentialHelpers[h] = v
+		}
+	}
+	c.file = cf
+	return c, nil
+}
+
+// key is the configuration key for a registry host: Docker Hub's hosts use
+// the index server URL, as the docker CLI does; others their host[:port].
+func key(host string) string {
+	switch host {
+	case "docker.io", "registry-1.docker.io", "index.docker.io":
+		return indexServer
+	}
+	return host
+}
+
+// source describes where credentials for k come from.
+func (c *credentials) source(k string) string {
+	helper := c.file.CredentialsStore
+	if h, ok := c.file.CredentialHelpers[k]; ok {
+		helper = h
+	}
+	if helper != "" {
+		return "credential helper docker-credential-" + helper
+	}
+	return c.file.Filename
+}
+
+// get returns the credential for host; a zero user and secret when there is
+// none. It is safe for concurrent use.
+func (c *credentials) get(host string) (credential, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cr, ok := c.cache[host]; ok {
+		return cr, nil
+	}
+	k := key(host)
+	cr := credential{source: c.source(k)}
+	ac, err := c.file.GetAuthConfig(k)
+	if err != nil {
+		return cr, &AuthError{Host: host, Source: cr.source, Rejected: true,
+			Err: fmt.Errorf("reading its credentials from %s: %w", cr.source, err)}
+	}
+	if ac.IdentityToken != "" {
+		cr.secret, cr.token = ac.IdentityToken, true
+	} else {
+		cr.user, cr.secret = ac.Username, ac.Password
+	}
+	c.cache[host] = cr
+	return cr, nil
 }
 
 // lookup returns the username and secret for host, as containerd's
 // authorizer wants them: an identity token is returned as the secret with
-// an empty username.
+// an empty username, which containerd sends as an OAuth2 refresh token to
+// the token realm.
 func (c *credentials) lookup(host string) (string, string, error) {
-	key := host
-	if host == "docker.io" || host == "registry-1.docker.io" || host == "index.docker.io" {
-		key = indexServer
-	}
-	ac, err := c.file.GetAuthConfig(key)
+	cr, err := c.get(host)
 	if err != nil {
-		return "", "", fmt.Errorf("credentials for %s from %s: %w", host, c.file.Filename, err)
+		return "", "", err
 	}
-	if ac.IdentityToken != "" {
-		return "", ac.IdentityToken, nil
+	return cr.user, cr.secret, nil
+}
+
+// authorizer wraps containerd's authorizer so that
+//   - a credential is only ever sent to the host it belongs to: a redirect
+//     keeps no Authorization header of the host it came from (net/http
+//     keeps it when only the port differs, or for a subdomain);
+//   - credentials a registry refused are not sent again and again, and every
+//     failure names the host and where the credentials came from.
+type authorizer struct {
+	inner docker.Authorizer
+	creds *credentials
+}
+
+func newAuthorizer(client *http.Client, creds *credentials) *authorizer {
+	return &authorizer{
+		inner: docker.NewDockerAuthorizer(
+			docker.WithAuthClient(client),
+			docker.WithAuthCreds(creds.lookup),
+		),
+		creds: creds,
 	}
-	return ac.Username, ac.Password, nil
+}
+
+// Authorize sets the Authorization header of req for its own host, or
+// none. containerd also calls it for each redirect.
+func (a *authorizer) Authorize(ctx context.Context, req *http.Request) error {
+	req.Header.Del("Authorization")
+	if err := a.inner.Authorize(ctx, req); err != nil {
+		return a.authError(req.URL.Host, err)
+	}
+	return nil
+}
+
+// AddResponses learns from a 401 how to authenticate to its host.
+func (a *authorizer) AddResponses(ctx context.Context, responses []*http.Response) error {
+	last := responses[len(responses)-1]
+	host := last.Request.URL.Host
+	// A 401 to a cross-repository mount says the source repository may not
+	// be read: containerd then uploads the blob instead. Not a failed login.
+	mount := last.Request.Method == http.MethodPost && last.Request.URL.Query().Has("mount")
+	if sent := last.Request.Header.Get("Authorization"); sent != "" && last.StatusCode == http.StatusUnauthorized && !mount {
+		basic := false
+		for _, c := range auth.ParseAuthHeader(last.Header) {
+			if c.Scheme == auth.BasicAuth {
+				basic = true
+			}
+		}
+		// Basic credentials do not change: a second try sends the same.
+		// A token that fails twice for the same request (containerd
+		// fetches a fresh one after the first) will not do better.
+		n := len(responses)
+		again := n >= 2 && responses[n-2].Request.Header.Get("Authorization") != "" &&
+			sameRequest(responses[n-2].Request, last.Request)
+		if (basic && strings.HasPrefix(sent, "Basic ")) || again {
+			return a.rejected(host, last)
+		}
+	}
+	if err := a.inner.AddResponses(ctx, responses); err != nil {
+		if errors.Is(err, ErrAuthentication) {
+			return err
+		}
+		if errors.Is(err, docker.ErrInvalidAuthorization) {
+			cr, _ := a.creds.get(host)
+			if cr.secret == "" {
+				return &AuthError{Host: host, Source: cr.source, Rejected: true,
+					Err: fmt.Errorf("no credentials for %s in %s", host, cr.source)}
+			}
+			return &AuthError{Host: host, User: cr.user, Source: cr.source, Rejected: true, Err: err}
+		}
+		return err // includes errdefs.ErrNotImplemented, which containerd expects as is
+	}
+	return nil
+}
+
+// rejected is the error for credentials the registry refused.
+func (a *authorizer) rejected(host string, resp *http.Response) error {
+	cr, _ := a.creds.get(host)
+	if cr.secret == "" {
+		return &AuthError{Host: host, Source: cr.source, Rejected: true,
+			Err: fmt.Errorf("no credentials for %s in %s, and anonymous access was refused (%s)", host, cr.source, resp.Status)}
+	}
+	var what string
+	switch {
+	case cr.token:
+		what = "the identity token"
+	case cr.user != "":
+		what = fmt.Sprintf("the credentials of user %q", cr.user)
+	default:
+		what = "the credentials"
+	}
+	return &AuthError{Host: host, User: cr.user, Source: cr.source, Rejected: true,
+		Err: fmt.Errorf("the registry refused %s from %s (%s)", what, cr.source, resp.Status)}
+}
+
+// authError wraps a failure to get an Authorization header for host, such
+// as a token server refusing the credentials.
+func (a *authorizer) authError(host string, err error) error {
+	if errors.Is(err, ErrAuthentication) {
+		return err
+	}
+	cr, _ := a.creds.get(host)
+	e := &AuthError{Host: host, User: cr.user, Source: cr.source, Err: err}
+	var us remoteerrors.ErrUnexpectedStatus
+	if errors.As(err, &us) && (us.StatusCode == http.StatusUnauthorized || us.StatusCode == http.StatusForbidden) {
+		e.Rejected = true
+		if cr.secret == "" {
+			e.Err = fmt.Errorf("no credentials for %s in %s, and the token server refused an anonymous token: %w", host, cr.source, err)
+		} else {
+			e.Err = fmt.Errorf("the token server refused the credentials from %s: %w", cr.source, err)
+		}
+	}
+	return e
+}
+
+func sameRequest(r1, r2 *http.Request) bool {
+	return r1.Method == r2.Method && r1.URL.String() == r2.URL.String()
+}
+
+// stripAuthOnRedirect is a CheckRedirect for clients that set their own
+// Authorization header (token requests): it is dropped when the redirect
+// leaves the host (host:port) it was meant for.
+func stripAuthOnRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if req.URL.Host != via[0].URL.Host || req.URL.Scheme != via[0].URL.Scheme {
+		req.Header.Del("Authorization")
+	}
+	return nil
 }

@@ -1,8 +1,10 @@
 package resolver
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/containerd/containerd/remotes"
 	"github.com/containerd/containerd/remotes/docker"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Options configures a resolver. The zero value works: docker CLI
@@ -26,10 +29,13 @@ type Options struct {
 	// CACerts are PEM files whose certificates are trusted in addition to
 	// the system roots, for every host.
 	CACerts []string
-	// Insecure lists hosts (HOST or HOST:PORT) that may be reached over plain
-	// HTTP or over TLS without certificate verification.
+	// Insecure lists hosts (HOST, HOST:PORT or an IP CIDR, as in docker's
+	// insecure-registries) that may be reached over plain HTTP or over TLS
+	// without certificate verification. HOST alone matches every port.
 	Insecure []string
-	// CertsDir is docker's per-host certificate directory. Default:
+	// CertsDir is docker's per-host certificate directory: for a registry
+	// HOST[:PORT], CertsDir/HOST[:PORT]/*.crt are trusted CAs and
+	// NAME.cert with NAME.key a client certificate. Default:
 	// /etc/docker/certs.d. Set it to "-" to ignore it.
 	CertsDir string
 	// Retries is how many times a transient failure is retried. If 0, 4 is
@@ -51,7 +57,7 @@ type Options struct {
 // New returns a resolver configured by opts. It is safe for concurrent use.
 // Configuration files are read here, so errors in them surface now and name
 // the file.
-func New(opts Options) (remotes.Resolver, error) {
+func New(opts Options) (*Resolver, error) {
 	h, err := newHosts(opts)
 	if err != nil {
 		return nil, err
@@ -62,25 +68,50 @@ func New(opts Options) (remotes.Resolver, error) {
 		ua = "cnab-relocate"
 	}
 	headers.Set("User-Agent", ua)
-	return docker.NewResolver(docker.ResolverOptions{
-		Hosts:   h.registryHosts,
-		Headers: headers,
-		Tracker: opts.Tracker,
-	}), nil
+	return &Resolver{
+		Resolver: authErrors{docker.NewResolver(docker.ResolverOptions{
+			Hosts:   h.registryHosts,
+			Headers: headers,
+			Tracker: opts.Tracker,
+		})},
+		hosts: h,
+		ua:    ua,
+	}, nil
 }
 
-// hosts builds one RegistryHost per registry host, each with its own
-// transport (TLS settings and HTTP fallback are per host), and caches them so
-// connections are reused across images.
+// authErrors returns an *AuthError from Resolve as it is, without
+// containerd's guess in front of it ("pull access denied, repository does
+// not exist or may require authorization"): the error says which host
+// refused which credentials.
+type authErrors struct {
+	remotes.Resolver
+}
+
+func (r authErrors) Resolve(ctx context.Context, ref string) (string, ocispec.Descriptor, error) {
+	name, desc, err := r.Resolver.Resolve(ctx, ref)
+	var ae *AuthError
+	if err != nil && errors.As(err, &ae) {
+		err = ae
+	}
+	return name, desc, err
+}
+
+// hosts builds one RegistryHost per registry host, and one transport per
+// host any request goes to (registry, token realm, or where a registry
+// redirects): TLS settings and the HTTP fallback belong to the host a
+// request is sent to, never to the host that redirected it there. Both are
+// cached so connections are reused across images.
 type hosts struct {
 	opts       Options
 	roots      *x509.CertPool
 	creds      *credentials
 	authorizer docker.Authorizer
+	client     *http.Client
 	logger     *slog.Logger
 
-	mu    sync.Mutex
-	cache map[string]docker.RegistryHost
+	mu         sync.Mutex
+	cache      map[string]docker.RegistryHost
+	transports map[string]http.RoundTripper
 }
 
 func newHosts(opts Options) (*hosts, error) {
@@ -102,14 +133,15 @@ func newHosts(opts Options) (*hosts, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &hosts{opts: opts, roots: roots, creds: creds, logger: logger, cache: map[string]docker.RegistryHost{}}
-	// Token servers may live on other hosts; they get the shared roots and
-	// the same retrying transport.
-	authClient := &http.Client{Transport: h.retrying(h.baseTransport("", false))}
-	h.authorizer = docker.NewDockerAuthorizer(
-		docker.WithAuthClient(authClient),
-		docker.WithAuthCreds(creds.lookup),
-	)
+	h := &hosts{opts: opts, roots: roots, creds: creds, logger: logger,
+		cache: map[string]docker.RegistryHost{}, transports: map[string]http.RoundTripper{}}
+	rt := h.retrying(perHost{h})
+	h.client = &http.Client{Transport: rt}
+	// Token servers may live on other hosts. A token request carries the
+	// credentials of the registry that named the realm; a redirect to
+	// another host does not get them.
+	authClient := &http.Client{Transport: rt, CheckRedirect: stripAuthOnRedirect}
+	h.authorizer = newAuthorizer(authClient, creds)
 	return h, nil
 }
 
@@ -140,15 +172,8 @@ func (h *hosts) registryHosts(host string) ([]docker.RegistryHost, error) {
 	if host == "docker.io" {
 		apiHost = "registry-1.docker.io"
 	}
-	insecure := h.isInsecure(host)
-	rt := h.baseTransport(apiHost, insecure)
-	if insecure || docker.IsLocalhost(host) {
-		// HTTPS first, plain HTTP when the server does not speak TLS, as
-		// docker treats insecure registries.
-		rt = docker.NewHTTPFallback(rt)
-	}
 	rh := docker.RegistryHost{
-		Client:       &http.Client{Transport: h.retrying(rt)},
+		Client:       h.client,
 		Authorizer:   h.authorizer,
 		Host:         apiHost,
 		Scheme:       "https",
@@ -159,28 +184,57 @@ func (h *hosts) registryHosts(host string) ([]docker.RegistryHost, error) {
 	return []docker.RegistryHost{rh}, nil
 }
 
+// perHost sends each request with the transport of the host it goes to.
+type perHost struct{ h *hosts }
+
+func (p perHost) RoundTrip(req *http.Request) (*http.Response, error) {
+	return p.h.transport(req.URL.Host).RoundTrip(req)
+}
+
+// transport returns the transport for requests to host (host[:port]): its
+// TLS settings (certs.d, --insecure-registry) and, for loopback and
+// insecure hosts, HTTPS first with a fallback to plain HTTP when the server
+// does not speak TLS, as docker treats insecure registries.
+func (h *hosts) transport(host string) http.RoundTripper {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if rt, ok := h.transports[host]; ok {
+		return rt
+	}
+	insecure := h.isInsecure(host)
+	rt := h.baseTransport(host, insecure)
+	if insecure || docker.IsLocalhost(host) {
+		rt = docker.NewHTTPFallback(rt)
+	}
+	h.transports[host] = rt
+	return rt
+}
+
 func (h *hosts) isInsecure(host string) bool {
 	hostname := host
 	if hn, _, err := net.SplitHostPort(host); err == nil {
 		hostname = hn
 	}
+	ip := net.ParseIP(strings.Trim(hostname, "[]"))
 	for _, i := range h.opts.Insecure {
 		i = strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(i, "http://"), "https://"), "/")
 		if i == host || i == hostname {
+			return true
+		}
+		// A CIDR, as in docker's insecure-registries.
+		if _, n, err := net.ParseCIDR(i); err == nil && ip != nil && n.Contains(ip) {
 			return true
 		}
 	}
 	return false
 }
 
-// baseTransport returns the transport for host ("" for token servers).
+// baseTransport returns a new transport for host.
 func (h *hosts) baseTransport(host string, insecure bool) http.RoundTripper {
 	base := h.opts.Transport
 	if base == nil {
 		cfg := &tls.Config{RootCAs: h.roots, MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure} //nolint:gosec // only for --insecure-registry hosts
-		if host != "" {
-			h.certsDir(host, cfg)
-		}
+		h.certsDir(host, cfg)
 		base = &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
 			DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -197,11 +251,10 @@ func (h *hosts) baseTransport(host string, insecure bool) http.RoundTripper {
 	return base
 }
 
+// retrying always wraps rt, even with no retries, so that containerd never
+// replays a push body itself (see StatusError).
 func (h *hosts) retrying(rt http.RoundTripper) http.RoundTripper {
-	if h.opts.Retries < 0 {
-		return rt
-	}
-	return &retryTransport{base: rt, retries: h.opts.Retries, logger: h.logger}
+	return &retryTransport{base: rt, retries: max(h.opts.Retries, 0), logger: h.logger}
 }
 
 // certsDir applies docker's /etc/docker/certs.d/HOST/ conventions to cfg:

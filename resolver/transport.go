@@ -2,7 +2,10 @@ package resolver
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -22,7 +25,67 @@ const (
 	retryAfterMax = 60 * time.Second
 )
 
-// retryTransport retries replayable requests on transient failures.
+// StatusError is a transient HTTP status (408, 429, 5xx) that the transport
+// returns as an error instead of a response: after its last retry of a
+// replayable request (then it matches ErrRetriesExhausted), or at once for a
+// streaming request it cannot replay. The second case matters for
+// containerd, which replays a request on 408 and 429 itself by asking for a
+// new body: for a push that body is a new pipe, which resets the writer
+// feeding it. As an error, the failure reaches the writer, and the caller
+// retries the whole transfer, waiting RetryAfter if the server said so.
+type StatusError struct {
+	Method     string
+	URL        string // redacted
+	StatusCode int
+	Status     string // e.g. "503 Service Unavailable"
+	// RetryAfter is the server's Retry-After (bounded to a minute); 0 when
+	// it sent none.
+	RetryAfter time.Duration
+	// Attempts is how many times the request was sent.
+	Attempts int
+	// Exhausted is true when the transport retried the request and gave up.
+	Exhausted bool
+}
+
+func (e *StatusError) Error() string {
+	if e.Attempts > 1 {
+		return fmt.Sprintf("%s (after %d attempts)", e.Status, e.Attempts)
+	}
+	return e.Status
+}
+
+// Is makes an exhausted StatusError match ErrRetriesExhausted.
+func (e *StatusError) Is(target error) bool {
+	return target == ErrRetriesExhausted && e.Exhausted
+}
+
+// RetryAfter returns the wait a server asked for in an error from this
+// package's transport (a 429 or 503 with Retry-After), if there is one.
+func RetryAfter(err error) (time.Duration, bool) {
+	var se *StatusError
+	if errors.As(err, &se) && se.RetryAfter > 0 {
+		return se.RetryAfter, true
+	}
+	return 0, false
+}
+
+// exhaustedError is a connection error after the last retry.
+type exhaustedError struct {
+	err      error
+	attempts int
+}
+
+func (e *exhaustedError) Error() string {
+	return fmt.Sprintf("%v (after %d attempts)", e.err, e.attempts)
+}
+func (e *exhaustedError) Unwrap() []error { return []error{ErrRetriesExhausted, e.err} }
+
+// retryTransport retries replayable requests on transient failures, at
+// most retries times, with exponential backoff and jitter, honouring
+// Retry-After. Every transient status it does not retry (the last one, or
+// any for a request it cannot replay) becomes a *StatusError, so that
+// containerd's own immediate retries of 408 and 429 never happen: the
+// number of requests is bounded by retries+1.
 type retryTransport struct {
 	base    http.RoundTripper
 	retries int
@@ -30,9 +93,7 @@ type retryTransport struct {
 }
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if !replayable(req) {
-		return t.base.RoundTrip(req)
-	}
+	replay := replayable(req)
 	for attempt := 0; ; attempt++ {
 		r := req
 		if attempt > 0 && req.Body != nil && req.Body != http.NoBody {
@@ -44,16 +105,30 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			r.Body = body
 		}
 		resp, err := t.base.RoundTrip(r)
-		if attempt >= t.retries || !transient(resp, err) {
+		if !transient(resp, err) {
 			return resp, err
 		}
+		last := !replay || attempt >= t.retries || req.Context().Err() != nil
 		wait := Backoff(attempt)
+		var ra time.Duration
 		if resp != nil {
-			if ra, ok := retryAfter(resp.Header.Get("Retry-After")); ok {
-				wait = ra
+			if d, ok := retryAfter(resp.Header.Get("Retry-After")); ok {
+				wait, ra = d, d
 			}
 			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
+		}
+		if last {
+			if resp != nil {
+				return nil, &StatusError{
+					Method: req.Method, URL: req.URL.Redacted(), StatusCode: resp.StatusCode, Status: resp.Status,
+					RetryAfter: ra, Attempts: attempt + 1, Exhausted: replay && attempt > 0,
+				}
+			}
+			if replay && attempt > 0 {
+				return nil, &exhaustedError{err: err, attempts: attempt + 1}
+			}
+			return nil, err
 		}
 		t.logger.Debug("retrying", "method", req.Method, "url", req.URL.Redacted(), "attempt", attempt+1, "wait", wait, "status", status(resp), "err", err)
 		if err := sleep(req.Context(), wait); err != nil {
@@ -69,18 +144,16 @@ func status(resp *http.Response) int {
 	return resp.StatusCode
 }
 
-// replayable reports whether req can be sent again: no body, or a body
-// that GetBody can recreate and that is not a streaming blob upload.
+// replayable reports whether req can be sent again: no body, or a POST
+// body that GetBody can recreate (token requests). PUT and PATCH bodies
+// are containerd pushes, streamed from the source through a pipe whose
+// GetBody resets the writer feeding it: they are retried whole by the
+// caller.
 func replayable(req *http.Request) bool {
 	if req.Body == nil || req.Body == http.NoBody {
 		return true
 	}
-	if req.GetBody == nil {
-		return false
-	}
-	// Blob uploads stream from the source through a pipe; replaying them
-	// would reset the pipe under the writer. They are retried whole.
-	return !strings.Contains(req.URL.Path, "/blobs/uploads/")
+	return req.GetBody != nil && req.Method == http.MethodPost && !strings.Contains(req.URL.Path, "/blobs/uploads/")
 }
 
 // transient reports whether a response or error is worth retrying.
@@ -106,6 +179,9 @@ func IsTransientError(err error) bool {
 	if err == nil {
 		return false
 	}
+	if tlsFailure(err) {
+		return false
+	}
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
 		errors.Is(err, syscall.EPIPE) {
@@ -117,6 +193,25 @@ func IsTransientError(err error) bool {
 	}
 	var oe *net.OpError
 	return errors.As(err, &oe)
+}
+
+// tlsFailure reports whether err is a TLS failure that a retry would only
+// repeat: a certificate that does not verify, a handshake the server
+// refused, a server that does not speak TLS.
+func tlsFailure(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		alert    tls.AlertError
+		header   tls.RecordHeaderError
+	)
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) ||
+		errors.As(err, &invalid) || errors.As(err, &alert) || errors.As(err, &header) ||
+		// An alert from the server (a client certificate it refused) is
+		// an unexported type inside a *net.OpError.
+		strings.Contains(err.Error(), "remote error: tls:")
 }
 
 // Backoff returns the wait before retry attempt+1: exponential from 100ms,

@@ -1,0 +1,164 @@
+package resolver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/remotes"
+	"github.com/containerd/containerd/remotes/docker"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Resolver is what New returns: containerd's resolver, plus the reads of
+// the registry API that containerd does not offer — tag lists and the OCI
+// 1.1 referrers API — sent with the same hosts, TLS and credentials.
+type Resolver struct {
+	remotes.Resolver
+	hosts *hosts
+	ua    string
+}
+
+// maxTagPages bounds tag list pagination.
+const maxTagPages = 100
+
+// Tags lists the tags of repo (a repository name such as
+// "registry.corp/team/app"), following pagination.
+func (r *Resolver) Tags(ctx context.Context, repo string) ([]string, error) {
+	named, err := reference.ParseNormalizedNamed(repo)
+	if err != nil {
+		return nil, err
+	}
+	var tags []string
+	next := "/tags/list?n=1000"
+	for page := 0; next != "" && page < maxTagPages; page++ {
+		resp, err := r.get(ctx, named, next, "application/json")
+		if err != nil {
+			return nil, err
+		}
+		var body struct {
+			Tags []string `json:"tags"`
+		}
+		err = decode(resp, &body)
+		if err != nil {
+			if resp.StatusCode == http.StatusNotFound {
+				return nil, nil
+			}
+			return nil, err
+		}
+		tags = append(tags, body.Tags...)
+		next = nextLink(resp.Header.Get("Link"), reference.Path(named))
+	}
+	return tags, nil
+}
+
+// Referrers returns the manifests that refer to subject in repo, through
+// the OCI 1.1 referrers API. supported is false when the registry does
+// not have the API (it answers 404, as distribution 2.8 does); callers then
+// fall back to the referrers tag schema.
+func (r *Resolver) Referrers(ctx context.Context, repo string, subject digest.Digest) (refs []ocispec.Descriptor, supported bool, err error) {
+	named, err := reference.ParseNormalizedNamed(repo)
+	if err != nil {
+		return nil, false, err
+	}
+	resp, err := r.get(ctx, named, "/referrers/"+subject.String(), ocispec.MediaTypeImageIndex)
+	if err != nil {
+		return nil, false, err
+	}
+	if resp.StatusCode == http.StatusNotFound {
+		resp.Body.Close()
+		return nil, false, nil
+	}
+	var idx ocispec.Index
+	if err := decode(resp, &idx); err != nil {
+		return nil, false, err
+	}
+	return idx.Manifests, true, nil
+}
+
+// get sends an authorised GET for path under /v2/<repo>, answering the
+// registry's auth challenge once, as containerd's requests do.
+func (r *Resolver) get(ctx context.Context, named reference.Named, path, accept string) (*http.Response, error) {
+	domain := reference.Domain(named)
+	hs, err := r.hosts.registryHosts(domain)
+	if err != nil {
+		return nil, err
+	}
+	host := hs[0]
+	ctx = docker.WithScope(ctx, "repository:"+reference.Path(named)+":pull")
+	u := host.Scheme + "://" + host.Host + host.Path + "/" + reference.Path(named) + path
+	var responses []*http.Response
+	for attempt := 0; ; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Accept", accept)
+		req.Header.Set("User-Agent", r.ua)
+		if host.Authorizer != nil {
+			if err := host.Authorizer.Authorize(ctx, req); err != nil {
+				return nil, fmt.Errorf("registry %s: %w", domain, err)
+			}
+		}
+		resp, err := host.Client.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("registry %s: %w", domain, err)
+		}
+		if resp.StatusCode != http.StatusUnauthorized || attempt > 0 || host.Authorizer == nil {
+			return resp, nil
+		}
+		responses = append(responses, resp)
+		if err := host.Authorizer.AddResponses(ctx, responses); err != nil {
+			if errdefs.IsNotImplemented(err) {
+				return resp, nil
+			}
+			resp.Body.Close()
+			return nil, err
+		}
+		resp.Body.Close()
+	}
+}
+
+func decode(resp *http.Response, v any) error {
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("GET %s: %s: %s", resp.Request.URL.Redacted(), resp.Status, strings.TrimSpace(string(body)))
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(v); err != nil {
+		return fmt.Errorf("GET %s: %w", resp.Request.URL.Redacted(), err)
+	}
+	return nil
+}
+
+// nextLink returns the path (relative to /v2/<repo>) of the next page in
+// an RFC 5988 Link header, or "".
+func nextLink(link, repo string) string {
+	if link == "" || !strings.Contains(link, `rel="next"`) {
+		return ""
+	}
+	start, end := strings.Index(link, "<"), strings.Index(link, ">")
+	if start < 0 || end < start {
+		return ""
+	}
+	u, err := url.Parse(link[start+1 : end])
+	if err != nil {
+		return ""
+	}
+	prefix := "/v2/" + repo
+	if !strings.HasPrefix(u.Path, prefix) {
+		return ""
+	}
+	p := strings.TrimPrefix(u.Path, prefix)
+	if u.RawQuery != "" {
+		p += "?" + u.RawQuery
+	}
+	return p
+}
