@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 
 	"github.com/containerd/containerd/images"
@@ -65,9 +66,21 @@ func nonDistributable(d ocispec.Descriptor) bool {
 		strings.Contains(d.MediaType, "nondistributable")
 }
 
+// defaultRetries is how many times a transfer is retried whole when the
+// caller does not say.
+const defaultRetries = 4
+
 // walk fetches the manifests of the graph rooted at root from f, verifying
-// each against its descriptor, and returns the graph.
+// each against its descriptor, and returns the graph. A manifest whose
+// fetch fails transiently (a connection reset in the middle of its body)
+// is fetched again, at most defaultRetries times.
 func walk(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor) (*graph, error) {
+	return walkRetries(ctx, f, root, defaultRetries, nil)
+}
+
+// walkRetries is walk with at most retries whole retries of each manifest
+// (none if negative); logger may be nil.
+func walkRetries(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor, retries int, logger *slog.Logger) (*graph, error) {
 	g := &graph{}
 	seenManifest := map[digest.Digest]bool{}
 	seenBlob := map[digest.Digest]bool{}
@@ -80,7 +93,15 @@ func walk(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor) (*gra
 			return fmt.Errorf("manifest %s: nested deeper than 8 levels", desc.Digest)
 		}
 		seenManifest[desc.Digest] = true
-		data, err := fetchManifest(ctx, f, desc)
+		if desc.Size > maxManifestSize {
+			return fmt.Errorf("manifest %s: %d bytes is more than the %d allowed", desc.Digest, desc.Size, maxManifestSize)
+		}
+		var data []byte
+		err := withRetries(ctx, retries, logger, "manifest "+desc.Digest.String(), func(int) error {
+			var err error
+			data, err = fetchManifest(ctx, f, desc)
+			return err
+		})
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package fixup
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -9,7 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -257,7 +260,7 @@ func (e *engine) plan(ctx context.Context, j *job) error {
 		return e.sourceErr(j, "fetching", err)
 	}
 	j.fetch = f
-	gr, err := walk(ctx, f, root)
+	gr, err := walkRetries(ctx, f, root, e.opts.Retries, e.logger)
 	if err != nil {
 		return e.sourceErr(j, "reading the image", err)
 	}
@@ -410,31 +413,37 @@ func (e *engine) copyBlob(ctx context.Context, t *blobTask) {
 }
 
 // pushBlob places one blob in host/repo, retrying whole on transient
-// failures, and says how: copied, mounted or already there.
+// failures, and says how: copied, mounted or already there. A retry starts
+// a new upload session and fetches the blob again from its first byte.
 func (e *engine) pushBlob(ctx context.Context, j *job, host, repo string, desc ocispec.Descriptor, mountFrom []string) (EventKind, error) {
-	var err error
-	for attempt := 0; ; attempt++ {
-		var kind EventKind
+	var kind EventKind
+	err := withRetries(ctx, e.opts.Retries, e.logger, "blob "+desc.Digest.String()+" to "+host+"/"+repo, func(attempt int) error {
+		var err error
 		kind, err = e.pushBlobOnce(ctx, j, host, repo, desc, mountFrom, attempt)
-		if err == nil {
-			return kind, nil
-		}
-		if attempt >= max(e.opts.Retries, 0) || !retryable(err) || ctx.Err() != nil {
-			break
-		}
-		e.logger.Debug("retrying blob", "blob", desc.Digest, "repo", host+"/"+repo, "attempt", attempt+1, "err", err)
-		if serr := sleep(ctx, resolver.Backoff(attempt)); serr != nil {
-			return "", serr
-		}
+		return err
+	})
+	if err != nil {
+		return "", err
 	}
-	return "", err
+	return kind, nil
 }
 
-func (e *engine) pushBlobOnce(ctx context.Context, j *job, host, repo string, desc ocispec.Descriptor, mountFrom []string, attempt int) (EventKind, error) {
+func (e *engine) pushBlobOnce(ctx context.Context, j *job, host, repo string, desc ocispec.Descriptor, mountFrom []string, attempt int) (_ EventKind, retErr error) {
 	ctx, cancel := context.WithCancel(ctx)
-	// Cancelling aborts an upload whose body was not completed, so the
-	// registry never sees a truncated blob as a whole one.
-	defer cancel()
+	// On failure, cancelling first aborts the upload request whose body
+	// was not completed (the verifier withholds the last bytes of content
+	// that does not match), so the registry never receives a whole body;
+	// and it ends any request containerd left waiting on the writer's pipe.
+	var w content.Writer
+	defer func() {
+		if retErr != nil {
+			cancel()
+		}
+		if w != nil {
+			w.Close()
+		}
+		cancel()
+	}()
 	pusher, err := e.opts.Resolver.Pusher(ctx, host+"/"+repo+"@"+desc.Digest.String())
 	if err != nil {
 		return "", e.targetErr(j, "pushing blob "+desc.Digest.String(), err)
@@ -449,14 +458,14 @@ func (e *engine) pushBlobOnce(ctx context.Context, j *job, host, repo string, de
 		d.Annotations = map[string]string{mountLabel + hostname: strings.Join(mountFrom, ",")}
 	}
 	key := fmt.Sprintf("%s/%s@%s#%d", host, repo, desc.Digest, attempt)
-	w, err := pusher.(content.Ingester).Writer(ctx, content.WithRef(key), content.WithDescriptor(d))
+	w, err = pusher.(content.Ingester).Writer(ctx, content.WithRef(key), content.WithDescriptor(d))
 	if err != nil {
+		w = nil
 		if errdefs.IsAlreadyExists(err) {
 			return e.existingKind(key), nil
 		}
 		return "", e.targetErr(j, "pushing blob "+desc.Digest.String(), err)
 	}
-	defer w.Close()
 	rc, err := j.fetch.Fetch(ctx, desc)
 	if err != nil {
 		return "", e.sourceErr(j, "fetching blob "+desc.Digest.String(), err)
@@ -504,35 +513,40 @@ func (e *engine) pushManifests(ctx context.Context, j *job) error {
 		return e.targetErr(j, "pushing", err)
 	}
 	for _, m := range j.graph.manifests {
-		var err error
-		for attempt := 0; ; attempt++ {
-			err = e.pushManifestOnce(ctx, j, pusher, m, attempt)
-			if err == nil || attempt >= max(e.opts.Retries, 0) || !retryable(err) || ctx.Err() != nil {
-				break
-			}
-			if serr := sleep(ctx, resolver.Backoff(attempt)); serr != nil {
-				return serr
-			}
-		}
+		err := withRetries(ctx, e.opts.Retries, e.logger, "manifest "+m.desc.Digest.String()+" to "+ref, func(attempt int) error {
+			return e.pushManifestOnce(ctx, j, pusher, m, attempt)
+		})
 		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			return e.targetErr(j, "pushing manifest "+m.desc.Digest.String(), err)
 		}
 	}
 	return nil
 }
 
-func (e *engine) pushManifestOnce(ctx context.Context, j *job, pusher remotes.Pusher, m node, attempt int) error {
+func (e *engine) pushManifestOnce(ctx context.Context, j *job, pusher remotes.Pusher, m node, attempt int) (retErr error) {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var w content.Writer
+	defer func() {
+		if retErr != nil {
+			cancel() // abort the PUT before its body can end
+		}
+		if w != nil {
+			w.Close()
+		}
+		cancel()
+	}()
 	key := fmt.Sprintf("%s/%s@%s#m%d", j.host, j.repo, m.desc.Digest, attempt)
 	w, err := pusher.(content.Ingester).Writer(ctx, content.WithRef(key), content.WithDescriptor(m.desc))
 	if err != nil {
+		w = nil
 		if errdefs.IsAlreadyExists(err) {
 			return nil
 		}
 		return err
 	}
-	defer w.Close()
 	if _, err := w.Write(m.data); err != nil {
 		return err
 	}
@@ -582,30 +596,100 @@ func (p *progressWriter) done() {
 	}
 }
 
-// retryable reports whether a whole blob or manifest push is worth
-// another try.
+// withRetries calls try until it succeeds, at most retries+1 times (once
+// when retries is negative), while the error is retryable. Between attempts
+// it waits what the server asked for (Retry-After) or an exponential backoff
+// with jitter; it stops at once when ctx ends.
+func withRetries(ctx context.Context, retries int, logger *slog.Logger, what string, try func(attempt int) error) error {
+	for attempt := 0; ; attempt++ {
+		err := try(attempt)
+		if err == nil {
+			return nil
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		if attempt >= max(retries, 0) || !retryable(err) {
+			return err
+		}
+		wait := retryWait(err, attempt)
+		if logger != nil {
+			logger.Debug("retrying", "what", what, "attempt", attempt+1, "wait", wait, "err", err)
+		}
+		if serr := sleep(ctx, wait); serr != nil {
+			return serr
+		}
+	}
+}
+
+// retryWait is the wait before retry attempt+1 after err: the server's
+// Retry-After if it sent one, else an exponential backoff with jitter.
+func retryWait(err error, attempt int) time.Duration {
+	if d, ok := resolver.RetryAfter(err); ok {
+		return d
+	}
+	return resolver.Backoff(attempt)
+}
+
+// fetchStatus finds the status in containerd's fetcher errors, which are
+// plain strings: "unexpected status code URL: 403 Forbidden".
+var fetchStatus = regexp.MustCompile(`unexpected status code \S+: ([1-5][0-9][0-9])\b`)
+
+// retryable reports whether a whole blob or manifest transfer is worth
+// another try. Worth it: a failure the transport could not retry itself
+// (a connection reset while a body streams, any transient failure of a
+// streaming upload, a reset of containerd's upload pipe, an upload session
+// the registry forgot). Not worth it: content that does not match its
+// digest, bad input, authentication and authorization failures, missing
+// content, any other 4xx, cancellation, and transient failures the
+// transport already retried as often as it was allowed to.
 func retryable(err error) bool {
 	if errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrInvalidInput) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, resolver.ErrRetriesExhausted) ||
 		errors.Is(err, docker.ErrInvalidAuthorization) || errdefs.IsNotFound(err) {
 		return false
 	}
-	if m := strings.ToLower(err.Error()); strings.Contains(m, "blob upload unknown") || strings.Contains(m, "blob_upload_unknown") {
+	if uploadUnknown(err) {
 		// The upload session vanished (a lost response, a restarted
 		// registry): start a new one.
 		return true
 	}
+	var se *resolver.StatusError
+	if errors.As(err, &se) {
+		return true // 408, 429 or 5xx of a request the transport could not replay
+	}
 	var us remoteserrors.ErrUnexpectedStatus
 	if errors.As(err, &us) {
-		switch {
-		case us.StatusCode == http.StatusRequestTimeout || us.StatusCode == http.StatusTooManyRequests:
-			return true
-		case us.StatusCode >= 400 && us.StatusCode < 500:
-			return false
-		}
+		return transientStatus(us.StatusCode)
+	}
+	if m := fetchStatus.FindStringSubmatch(err.Error()); m != nil {
+		code, _ := strconv.Atoi(m[1])
+		return transientStatus(code)
+	}
+	// Network errors mid-body, content.ErrReset, a closed pipe: transient.
+	return true
+}
+
+func transientStatus(code int) bool {
+	switch {
+	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests:
 		return true
+	case code >= 400 && code < 500:
+		return false
 	}
 	return true
+}
+
+// uploadUnknown reports whether err is the registry saying an upload
+// session does not exist (BLOB_UPLOAD_UNKNOWN).
+func uploadUnknown(err error) bool {
+	var us remoteserrors.ErrUnexpectedStatus
+	if errors.As(err, &us) && bytes.Contains(us.Body, []byte("BLOB_UPLOAD_UNKNOWN")) {
+		return true
+	}
+	m := strings.ToLower(err.Error())
+	return strings.Contains(m, "blob upload unknown") || strings.Contains(m, "blob_upload_unknown")
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -627,6 +711,10 @@ func explain(err error) error {
 		return fmt.Errorf("%w (the registry speaks plain HTTP: allow it with --insecure-registry HOST)", err)
 	case strings.Contains(msg, "certificate signed by unknown authority") || strings.Contains(msg, "x509:"):
 		return fmt.Errorf("%w (trust its CA with --ca-cert FILE, or allow it with --insecure-registry HOST)", err)
+	case errors.Is(err, resolver.ErrAuthentication):
+		// The resolver's message already names the host, the user and where
+		// the credentials came from.
+		return fmt.Errorf("%w (log in with `docker login HOST`, or point DOCKER_CONFIG or --docker-config at the config.json that has the credentials)", err)
 	case errors.Is(err, docker.ErrInvalidAuthorization) || strings.Contains(msg, "401 Unauthorized") || strings.Contains(msg, "authorization"):
 		return fmt.Errorf("authentication failed: %w (check `docker login` for this host, or DOCKER_CONFIG)", err)
 	}

@@ -16,19 +16,28 @@ type verifier struct {
 	desc ocispec.Descriptor
 	h    hash.Hash
 	n    int64
+	done bool // size reached and digest checked
 	err  error
 }
 
 // NewVerifier returns a reader of r that checks size and digest while it
 // streams. At the end it returns io.EOF only if both match; otherwise an
-// error wrapping ErrDigestMismatch. Reading more than desc.Size bytes fails
-// at once.
+// error wrapping ErrDigestMismatch, and it never hands over the bytes that
+// complete wrong content: the read that brings the count to desc.Size is
+// checked against the digest before its bytes are returned, and bytes past
+// desc.Size are not returned at all. So a writer fed from it never receives
+// a whole body that does not match, and an upload of it cannot complete. A
+// stream that ends early (io.EOF before desc.Size bytes) is also a
+// mismatch; other read errors (a reset connection) pass through unchanged.
+// An unsupported digest algorithm fails the first read.
 func NewVerifier(r io.Reader, desc ocispec.Descriptor) io.Reader {
 	v := &verifier{r: r, desc: desc}
-	if desc.Digest.Algorithm().Available() {
-		v.h = desc.Digest.Algorithm().Hash()
+	if err := desc.Digest.Validate(); err != nil {
+		v.err = fmt.Errorf("%w: %q: %v", ErrDigestMismatch, desc.Digest, err)
+	} else if desc.Size < 0 {
+		v.err = fmt.Errorf("%w: %s: negative size %d", ErrDigestMismatch, desc.Digest, desc.Size)
 	} else {
-		v.err = fmt.Errorf("%w: %s: unsupported digest algorithm %q", ErrDigestMismatch, desc.Digest, desc.Digest.Algorithm())
+		v.h = desc.Digest.Algorithm().Hash()
 	}
 	return v
 }
@@ -37,22 +46,34 @@ func (v *verifier) Read(p []byte) (int, error) {
 	if v.err != nil {
 		return 0, v.err
 	}
-	n, err := v.r.Read(p)
-	v.h.Write(p[:n])
-	v.n += int64(n)
-	if v.n > v.desc.Size {
-		v.err = fmt.Errorf("%w: %s: more than the %d bytes expected", ErrDigestMismatch, v.desc.Digest, v.desc.Size)
-		return n, v.err
+	if len(p) == 0 {
+		return 0, nil
 	}
-	if err == io.EOF {
-		if v.n != v.desc.Size {
-			v.err = fmt.Errorf("%w: %s: got %d bytes, want %d", ErrDigestMismatch, v.desc.Digest, v.n, v.desc.Size)
-			return n, v.err
-		}
+	// Read at most one byte past the expected end, to see whether the
+	// stream is longer than it should be.
+	if rest := v.desc.Size - v.n; int64(len(p)) > rest+1 {
+		p = p[:rest+1]
+	}
+	n, err := v.r.Read(p)
+	if v.n+int64(n) > v.desc.Size {
+		v.err = fmt.Errorf("%w: %s: more than the %d bytes expected", ErrDigestMismatch, v.desc.Digest, v.desc.Size)
+		return 0, v.err
+	}
+	if n > 0 {
+		v.h.Write(p[:n])
+		v.n += int64(n)
+	}
+	if v.n == v.desc.Size && !v.done {
+		// The last bytes are in p: check before handing them over.
 		if got := digest.NewDigest(v.desc.Digest.Algorithm(), v.h); got != v.desc.Digest {
 			v.err = fmt.Errorf("%w: content is %s, want %s", ErrDigestMismatch, got, v.desc.Digest)
-			return n, v.err
+			return 0, v.err
 		}
+		v.done = true
+	}
+	if err == io.EOF && v.n < v.desc.Size {
+		v.err = fmt.Errorf("%w: %s: the content ended after %d bytes, want %d", ErrDigestMismatch, v.desc.Digest, v.n, v.desc.Size)
+		return n, v.err
 	}
 	if err != nil {
 		v.err = err

@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/containerd/containerd/remotes/docker"
@@ -122,13 +124,17 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return failure(stderr, "fixup", err)
 	}
 	rep := newReporter(stderr, f.quiet)
+	retries := f.registry.retries
+	if retries == 0 {
+		retries = -1 // the flag's 0 means none; fixup.Options' 0 means the default
+	}
 	start := time.Now()
 	result, err := fixup.Relocate(ctx, b, fixup.Options{
 		Mapping:  mapping,
 		Resolver: res,
 		Tracker:  tracker,
 		Jobs:     f.jobs,
-		Retries:  f.registry.retries,
+		Retries:  retries,
 		OnEvent:  rep.event,
 	})
 	rep.wait()
@@ -140,7 +146,7 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		if result != nil && f.output == "json" {
 			writeReport(stdout, result, f, time.Since(start))
 		}
-		return failure(stderr, "fixup", err)
+		return failure(stderr, "fixup", inBundle(path, err))
 	}
 	outs, err := outputs(b, result, f)
 	if err == nil {
@@ -179,7 +185,7 @@ func outputs(b *fixup.Bundle, r *fixup.Result, f fixupFlags) ([]fixup.Output, er
 func dryRun(b *fixup.Bundle, m *relocator.Mapping, f fixupFlags, stdout, stderr io.Writer) int {
 	plan, err := fixup.NewPlan(b, m)
 	if err != nil {
-		return failure(stderr, "fixup", err)
+		return failure(stderr, "fixup", inBundle(b.Path(), err))
 	}
 	if f.mappingFile != "" {
 		data, err := fixup.MappingJSON(plan.Mapping())
@@ -341,3 +347,12 @@ func human(n int64) string {
 }
 
 var _ = os.Stdout
+
+// inBundle names the bundle file in errors about its images (a bad
+// contentDigest is found when planning, after loading).
+func inBundle(path string, err error) error {
+	if errors.Is(err, fixup.ErrInvalidImage) && !strings.Contains(err.Error(), path) {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return err
+}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"github.com/containerd/containerd/remotes"
 	"github.com/containerd/containerd/remotes/docker"
 	"github.com/spf13/pflag"
 
@@ -17,13 +16,13 @@ type registryFlags struct {
 }
 
 func (r *registryFlags) add(fs *pflag.FlagSet) {
-	fs.StringArrayVar(&r.insecure, "insecure-registry", nil, "allow plain HTTP or unverified TLS for `HOST[:PORT]` (repeatable; loopback hosts fall back to HTTP without it)")
+	fs.StringArrayVar(&r.insecure, "insecure-registry", nil, "allow plain HTTP or unverified TLS for `HOST[:PORT]` or CIDR (repeatable; loopback hosts fall back to HTTP without it)")
 	fs.StringArrayVar(&r.caCerts, "ca-cert", nil, "trust the CA certificates in this PEM `FILE` too (repeatable)")
 	fs.StringVar(&r.configDir, "docker-config", "", "docker CLI configuration `DIR` for credentials (default $DOCKER_CONFIG or ~/.docker)")
 	fs.IntVar(&r.retries, "retries", 4, "retries of a failed request or blob transfer, with exponential backoff")
 }
 
-func (r *registryFlags) resolver(tracker docker.StatusTracker) (remotes.Resolver, error) {
+func (r *registryFlags) resolver(tracker docker.StatusTracker) (*resolver.Resolver, error) {
 	retries := r.retries
 	if retries == 0 {
 		retries = -1
