@@ -1,6 +1,10 @@
 package fixup
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/cnabio/cnab-relocate/layout"
+)
 
 var (
 	// ErrInvalidInput marks errors in what the caller gave: the bundle, an
@@ -11,9 +15,10 @@ var (
 	// ErrInvalidImage is returned for a relocatable image whose reference or
 	// contentDigest is not valid.
 	ErrInvalidImage = errors.New("invalid image")
-	// ErrDigestMismatch is returned when content does not have the digest
-	// the bundle (or the descriptor pointing at it) says it has.
-	ErrDigestMismatch = errors.New("digest mismatch")
+	// ErrDigestMismatch is returned when content does not have the size or
+	// digest the bundle or the descriptor pointing at it says it has. It is
+	// layout.ErrDigestMismatch, so errors from a layout match it as they are.
+	ErrDigestMismatch = layout.ErrDigestMismatch
 	// ErrSource marks failures on the source side (registry or layout).
 	ErrSource = errors.New("source")
 	// ErrTarget marks failures on the target side.

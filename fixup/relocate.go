@@ -644,7 +644,7 @@ var fetchStatus = regexp.MustCompile(`unexpected status code \S+: ([1-5][0-9][0-
 // content, any other 4xx, cancellation, and transient failures the
 // transport already retried as often as it was allowed to.
 func retryable(err error) bool {
-	if errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrInvalidInput) ||
+	if errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrInvalidInput) || errors.Is(err, ErrOutput) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, resolver.ErrRetriesExhausted) ||
 		errors.Is(err, docker.ErrInvalidAuthorization) || errdefs.IsNotFound(err) {

@@ -1,82 +1,17 @@
 package fixup
 
 import (
-	"fmt"
-	"hash"
 	"io"
 
-	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/cnabio/cnab-relocate/layout"
 )
 
-// verifier passes a stream through and fails it, instead of ending it,
-// when the bytes are not exactly desc.Size long with digest desc.Digest.
-type verifier struct {
-	r    io.Reader
-	desc ocispec.Descriptor
-	h    hash.Hash
-	n    int64
-	done bool // size reached and digest checked
-	err  error
-}
-
 // NewVerifier returns a reader of r that checks size and digest while it
-// streams. At the end it returns io.EOF only if both match; otherwise an
-// error wrapping ErrDigestMismatch, and it never hands over the bytes that
-// complete wrong content: the read that brings the count to desc.Size is
-// checked against the digest before its bytes are returned, and bytes past
-// desc.Size are not returned at all. So a writer fed from it never receives
-// a whole body that does not match, and an upload of it cannot complete. A
-// stream that ends early (io.EOF before desc.Size bytes) is also a
-// mismatch; other read errors (a reset connection) pass through unchanged.
-// An unsupported digest algorithm fails the first read.
+// streams (see layout.NewVerifier): it never hands over the bytes that
+// complete wrong content, so an upload fed from it cannot complete with
+// them. Mismatches wrap ErrDigestMismatch.
 func NewVerifier(r io.Reader, desc ocispec.Descriptor) io.Reader {
-	v := &verifier{r: r, desc: desc}
-	if err := desc.Digest.Validate(); err != nil {
-		v.err = fmt.Errorf("%w: %q: %v", ErrDigestMismatch, desc.Digest, err)
-	} else if desc.Size < 0 {
-		v.err = fmt.Errorf("%w: %s: negative size %d", ErrDigestMismatch, desc.Digest, desc.Size)
-	} else {
-		v.h = desc.Digest.Algorithm().Hash()
-	}
-	return v
-}
-
-func (v *verifier) Read(p []byte) (int, error) {
-	if v.err != nil {
-		return 0, v.err
-	}
-	if len(p) == 0 {
-		return 0, nil
-	}
-	// Read at most one byte past the expected end, to see whether the
-	// stream is longer than it should be.
-	if rest := v.desc.Size - v.n; int64(len(p)) > rest+1 {
-		p = p[:rest+1]
-	}
-	n, err := v.r.Read(p)
-	if v.n+int64(n) > v.desc.Size {
-		v.err = fmt.Errorf("%w: %s: more than the %d bytes expected", ErrDigestMismatch, v.desc.Digest, v.desc.Size)
-		return 0, v.err
-	}
-	if n > 0 {
-		v.h.Write(p[:n])
-		v.n += int64(n)
-	}
-	if v.n == v.desc.Size && !v.done {
-		// The last bytes are in p: check before handing them over.
-		if got := digest.NewDigest(v.desc.Digest.Algorithm(), v.h); got != v.desc.Digest {
-			v.err = fmt.Errorf("%w: content is %s, want %s", ErrDigestMismatch, got, v.desc.Digest)
-			return 0, v.err
-		}
-		v.done = true
-	}
-	if err == io.EOF && v.n < v.desc.Size {
-		v.err = fmt.Errorf("%w: %s: the content ended after %d bytes, want %d", ErrDigestMismatch, v.desc.Digest, v.n, v.desc.Size)
-		return n, v.err
-	}
-	if err != nil {
-		v.err = err
-	}
-	return n, err
+	return layout.NewVerifier(r, desc)
 }

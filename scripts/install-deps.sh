@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh installs what the end-to-end tests, benchmarks and the demo need on a Debian
 # machine: the CNCF distribution registry 2.8 (Debian package docker-registry), which
-# internal/registrytest starts on random 127.0.0.1 ports with its own configuration.
+# internal/registrytest starts on random 127.0.0.1 ports with its own configuration, and skopeo.
 #
 # It is idempotent: when /usr/bin/docker-registry is already there it only makes sure the packaged
 # service (which listens on :5000) is not running, which is fast and needs no network.
@@ -21,10 +21,15 @@ as_root() {
 	fi
 }
 
-if [ ! -x "$REGISTRY_BIN" ]; then
-	echo "install-deps: installing docker-registry" >&2
+# skopeo writes OCI layouts independently of us: e2e relocates a thick bundle
+# made from its layout.
+missing=()
+[ -x "$REGISTRY_BIN" ] || missing+=(docker-registry)
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+if [ "${#missing[@]}" -gt 0 ]; then
+	echo "install-deps: installing ${missing[*]}" >&2
 	as_root apt-get update
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-registry
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
 # The package ships a service on :5000 that may have started on install. Tests never use it:

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/cnabio/cnab-relocate/fixup"
+	"github.com/cnabio/cnab-relocate/layout"
 	"github.com/cnabio/cnab-relocate/relocator"
 )
 
@@ -22,7 +23,9 @@ const fixupHelp = `Relocate the images of a bundle into another registry.
 Usage:
   cnab-relocate fixup BUNDLE --repository-prefix PREFIX --relocation-mapping FILE [FLAGS]
 
-BUNDLE is a bundle.json file. Every invocation image and every entry of
+BUNDLE is a bundle.json file (thin: images are read from their registries) or
+a thick bundle archive (CNAB Core 104, as written by 'cnab-relocate export':
+images are read from its OCI image layout). Every invocation image and every entry of
 "images" whose imageType is docker or oci (or absent) is copied with its whole
 content graph (all platforms of an index), digests preserved; other images are
 left alone. The relocation mapping and the rewritten bundle are written only
@@ -42,6 +45,8 @@ Examples:
   cnab-relocate fixup bundle.json --repository-prefix registry.corp/team \
       --relocation-mapping relocation-mapping.json --output-bundle relocated.json
   cnab-relocate fixup bundle.json --repository-prefix registry.corp/team --dry-run
+  cnab-relocate fixup app-1.0.tgz --repository-prefix registry.corp/team \
+      --relocation-mapping map.json
   cnab-relocate fixup bundle.json --mapping many-to-one --target registry.corp/team/app \
       --relocation-mapping map.json --output json
 `
@@ -110,10 +115,11 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err := fixup.CheckOutputs([]string{path}, f.mappingFile, f.outputBundle); err != nil {
 		return failure(stderr, "fixup", err)
 	}
-	b, err := fixup.LoadFile(path)
+	b, source, done, err := loadBundle(ctx, path)
 	if err != nil {
 		return failure(stderr, "fixup", err)
 	}
+	defer done()
 	if f.dryRun {
 		return dryRun(b, mapping, f, stdout, stderr)
 	}
@@ -133,6 +139,7 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		Mapping:  mapping,
 		Resolver: res,
 		Tracker:  tracker,
+		Source:   source,
 		Jobs:     f.jobs,
 		Retries:  retries,
 		OnEvent:  rep.event,
@@ -355,4 +362,20 @@ func inBundle(path string, err error) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return err
+}
+
+// loadBundle loads a bundle.json, or a thick bundle archive with the source
+// that reads its layout (nil for a thin bundle: images come from
+// registries). done releases the archive's temporary files.
+func loadBundle(ctx context.Context, path string) (*fixup.Bundle, fixup.Source, func(), error) {
+	thick, err := layout.IsArchive(path)
+	if err != nil || !thick {
+		b, err := fixup.LoadFile(path)
+		return b, nil, func() {}, err
+	}
+	b, th, err := fixup.LoadArchive(ctx, path)
+	if err != nil {
+		return nil, nil, func() {}, err
+	}
+	return b, fixup.LayoutSource{Store: th.Layout, Path: path}, func() { th.Close() }, nil
 }

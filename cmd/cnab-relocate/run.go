@@ -34,6 +34,7 @@ Usage:
 
 Commands:
   fixup    relocate a bundle's images and write the relocation mapping
+  export   write a thick bundle archive (images in an OCI layout) for the air gap
   verify   check that relocated images are in place, with HEAD requests only
   version  print the version and commit
 
@@ -41,6 +42,11 @@ Examples:
   # relocate a thin bundle: one target repository per source repository
   cnab-relocate fixup bundle.json --repository-prefix registry.corp/team \
       --relocation-mapping relocation-mapping.json --output-bundle relocated.json
+
+  # air gap: carry the images inside the bundle, then relocate from the archive
+  cnab-relocate export bundle.json --output app-1.0.tgz
+  cnab-relocate fixup app-1.0.tgz --repository-prefix registry.corp/team \
+      --relocation-mapping relocation-mapping.json
 
   # see where each image would go, contacting no registry
   cnab-relocate fixup bundle.json --repository-prefix registry.corp/team --dry-run
@@ -69,6 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runFixup(ctx, args[1:], stdout, stderr)
 	case "verify":
 		return runVerify(ctx, args[1:], stdout, stderr)
+	case "export":
+		return runExport(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "cnab-relocate: unknown command %q\n\n%s", args[0], usage)
 	return exitUsage

@@ -1,0 +1,204 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cnabio/cnab-relocate/internal/registrytest"
+)
+
+// Export a thin bundle to a thick archive, then relocate the archive with
+// the source registry gone: same digests, deterministic archive.
+func TestThickRoundTrip(t *testing.T) {
+	src := registrytest.Start(t, registrytest.Options{})
+	dst := registrytest.Start(t, registrytest.Options{})
+	f := seed(t, src)
+	dir := t.TempDir()
+	bundlePath := filepath.Join(dir, "bundle.json")
+	writeJSON(t, bundlePath, f.bundle)
+	archive := filepath.Join(dir, "app.tgz")
+	if r := cli(t, nil, "export", bundlePath, "--output", archive); r.code != 0 {
+		t.Fatalf("export exited %d", r.code)
+	}
+	again := filepath.Join(dir, "again.tgz")
+	if r := cli(t, nil, "export", bundlePath, "--output", again); r.code != 0 {
+		t.Fatalf("second export exited %d", r.code)
+	}
+	a, _ := os.ReadFile(archive)
+	b, _ := os.ReadFile(again)
+	if !bytes.Equal(a, b) {
+		t.Error("exporting twice gave different archives")
+	}
+	// bundle.json travels byte for byte.
+	orig, _ := os.ReadFile(bundlePath)
+	if got := tarFile(t, archive, "bundle.json"); !bytes.Equal(got, orig) {
+		t.Error("bundle.json in the archive differs from the input")
+	}
+
+	src.Close() // the air gap: nothing may come from the source now
+	mapPath := filepath.Join(dir, "mapping.json")
+	outPath := filepath.Join(dir, "relocated.json")
+	prefix := dst.Host + "/inside"
+	r := cli(t, nil, "fixup", archive, "--repository-prefix", prefix, "--relocation-mapping", mapPath, "--output-bundle", outPath)
+	if r.code != 0 {
+		t.Fatalf("fixup of the archive exited %d", r.code)
+	}
+	checkRelocated(t, f, dst, mapPath, f.refs)
+	validate(t, "relocation-mapping.schema.json", mapPath)
+	validate(t, "bundle.schema.json", outPath)
+	if r := cli(t, nil, "verify", outPath); r.code != 0 {
+		t.Errorf("verify of the relocated bundle exited %d", r.code)
+	}
+}
+
+// A layout written by another tool (skopeo), tarred with a bundle.json,
+// relocates: images are found by digest or by a tag-only ref.name.
+func TestThickFromSkopeoLayout(t *testing.T) {
+	src := registrytest.Start(t, registrytest.Options{})
+	dst := registrytest.Start(t, registrytest.Options{})
+	f := seed(t, src)
+	dir := t.TempDir()
+	layoutDir := filepath.Join(dir, "layout")
+	for _, k := range []string{"index", "oci"} {
+		img := f.images[k]
+		tag := img.Tag
+		cmd := exec.Command("skopeo", "copy", "--all", "--preserve-digests", "--src-tls-verify=false",
+			"docker://"+src.Host+"/"+img.Repo+"@"+img.Root.Digest.String(), "oci:"+layoutDir+":"+tag)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("skopeo copy (install it with scripts/install-deps.sh): %v\n%s", err, out)
+		}
+	}
+	bundle := map[string]any{
+		"name": "skopeo", "version": "1.0.0", "schemaVersion": "v1.0.0",
+		// by tag only: found by the ref.name skopeo wrote ("2.0")
+		"invocationImages": []any{map[string]any{"image": f.refs["index"], "imageType": "oci"}},
+		// by digest
+		"images": map[string]any{"cli": map[string]any{"image": f.refs["oci"]}},
+	}
+	archive := filepath.Join(dir, "skopeo.tgz")
+	writeTarGz(t, archive, layoutDir, bundle)
+	src.Close()
+	prefix := dst.Host + "/from-skopeo"
+	mapPath := filepath.Join(dir, "m.json")
+	r := cli(t, nil, "fixup", archive, "--repository-prefix", prefix, "--relocation-mapping", mapPath)
+	if r.code != 0 {
+		t.Fatalf("fixup exited %d", r.code)
+	}
+	checkRelocated(t, f, dst, mapPath, f.refs, "index", "oci")
+}
+
+func TestThickBadArchives(t *testing.T) {
+	dir := t.TempDir()
+	bundle := map[string]any{"invocationImages": []any{map[string]any{"image": "127.0.0.1:1/missing/image:1.0"}}}
+	// An archive whose layout lacks the image: exit 1 naming it.
+	empty := filepath.Join(dir, "empty-layout")
+	os.MkdirAll(filepath.Join(empty, "blobs", "sha256"), 0o755)
+	os.WriteFile(filepath.Join(empty, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
+	os.WriteFile(filepath.Join(empty, "index.json"), []byte(`{"schemaVersion":2,"manifests":[]}`), 0o644)
+	missing := filepath.Join(dir, "missing.tgz")
+	writeTarGz(t, missing, empty, bundle)
+	out := filepath.Join(dir, "out")
+	os.Mkdir(out, 0o755)
+	r := cli(t, nil, "fixup", missing, "--repository-prefix", "127.0.0.1:1/x", "--relocation-mapping", filepath.Join(out, "m.json"))
+	if r.code != 1 || !strings.Contains(r.stderr, "127.0.0.1:1/missing/image:1.0") {
+		t.Errorf("missing image: exit %d, stderr %q; want exit 1 naming the image", r.code, r.stderr)
+	}
+
+	// Path traversal: exit 2 naming the entry.
+	evil := filepath.Join(dir, "evil.tgz")
+	fh, _ := os.Create(evil)
+	gz := gzip.NewWriter(fh)
+	tw := tar.NewWriter(gz)
+	for _, e := range []struct{ name, body string }{{"bundle.json", `{"invocationImages":[{"image":"a/b:1"}]}`}, {"../escape", "x"}} {
+		tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.body)), Typeflag: tar.TypeReg})
+		tw.Write([]byte(e.body))
+	}
+	tw.Close()
+	gz.Close()
+	fh.Close()
+	r = cli(t, nil, "fixup", evil, "--repository-prefix", "127.0.0.1:1/x", "--relocation-mapping", filepath.Join(out, "m.json"))
+	if r.code != 2 || !strings.Contains(r.stderr, "../escape") {
+		t.Errorf("path traversal: exit %d, stderr %q; want exit 2 naming the entry", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "escape")); err == nil {
+		t.Error("an entry was written outside the extraction directory")
+	}
+	if got := dirEntries(t, out); len(got) != 0 {
+		t.Errorf("output directory holds %v after failures", got)
+	}
+}
+
+// writeTarGz writes a thick bundle: bundle.json and layoutDir as
+// artifacts/layout.
+func writeTarGz(t *testing.T, path, layoutDir string, bundle map[string]any) {
+	t.Helper()
+	bpath := filepath.Join(t.TempDir(), "bundle.json")
+	writeJSON(t, bpath, bundle)
+	data, _ := os.ReadFile(bpath)
+	fh, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	gz := gzip.NewWriter(fh)
+	tw := tar.NewWriter(gz)
+	tw.WriteHeader(&tar.Header{Name: "bundle.json", Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg})
+	tw.Write(data)
+	err = filepath.Walk(layoutDir, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(layoutDir, p)
+		name := filepath.ToSlash(filepath.Join("artifacts", "layout", rel))
+		if info.IsDir() {
+			return tw.WriteHeader(&tar.Header{Name: name + "/", Mode: 0o755, Typeflag: tar.TypeDir})
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: info.Size(), Typeflag: tar.TypeReg}); err != nil {
+			return err
+		}
+		in, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		_, err = io.Copy(tw, in)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw.Close()
+	gz.Close()
+}
+
+// tarFile returns the content of one entry of a .tgz.
+func tarFile(t *testing.T, archive, name string) []byte {
+	t.Helper()
+	fh, err := os.Open(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	gz, err := gzip.NewReader(fh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(gz)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("%s not in %s: %v", name, archive, err)
+		}
+		if h.Name == name {
+			data, _ := io.ReadAll(tr)
+			return data
+		}
+	}
+}
