@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/remotes"
+	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
@@ -33,6 +34,10 @@ type ExportOptions struct {
 	// (after the transport's own retries). If 0, 4 is used; if negative,
 	// none.
 	Retries int
+	// Referrers selects the artifacts exported with each image, as for
+	// Relocate: they go into the layout too, so that fixup of the archive
+	// copies them without the source registry.
+	Referrers ReferrerOptions
 	// OnEvent receives progress events, as for Relocate; their Target is
 	// empty. Calls are serialised; the function must not block for long.
 	// Nil means no events.
@@ -74,6 +79,7 @@ type exportJob struct {
 	want  digest.Digest
 	root  ocispec.Descriptor
 	graph *graph
+	refs  []referrerGraph
 	fetch remotes.Fetcher
 	start time.Time
 
@@ -179,7 +185,7 @@ func Export(ctx context.Context, b *Bundle, opts ExportOptions) (_ *ExportResult
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrOutput, err)
 	}
-	x := &exporter{opts: opts, src: RegistrySource{Resolver: opts.Resolver}, store: store}
+	x := &exporter{opts: opts, src: NewRegistrySource(opts.Resolver), store: store}
 
 	// 1. Resolve each image and fetch its manifests.
 	g, gctx := errgroup.WithContext(ctx)
@@ -212,6 +218,18 @@ func Export(ctx context.Context, b *Bundle, opts ExportOptions) (_ *ExportResult
 			continue
 		}
 		store.AddRef(j.root, j.img.Ref)
+		for _, r := range j.refs {
+			// Tagged referrers keep their tag (found again by the tag
+			// schema); the others are marked with their subject.
+			if r.Tag != "" {
+				store.AddRef(r.Desc, reference.TrimNamed(j.img.Named).String()+":"+r.Tag)
+			} else {
+				d := r.Desc
+				d.Annotations = map[string]string{subjectAnnotation: r.subject.String()}
+				store.AddRef(d, "")
+			}
+			j.res.Referrers = append(j.res.Referrers, ReferrerResult{Subject: r.subject, Digest: r.Desc.Digest, MediaType: r.Desc.MediaType, ArtifactType: r.artifactType, Tag: r.Tag})
+		}
 		x.emit(Event{Kind: ImageDone, Image: j.img.Ref, Digest: j.root.Digest})
 	}
 	if err := ctx.Err(); err != nil {
@@ -257,6 +275,12 @@ func (x *exporter) plan(ctx context.Context, j *exportJob) error {
 	}
 	j.fetch, j.graph = f, gr
 	j.root = gr.manifests[len(gr.manifests)-1].desc
+	refs, err := discoverReferrers(ctx, x.src, j.img, f, gr, x.opts.Referrers, x.opts.Retries, x.opts.Logger, x.emit)
+	if err != nil {
+		return x.sourceErr(j, "finding referrers", err)
+	}
+	j.refs = refs
+	mergeBlobs(gr, refs)
 	x.emit(Event{Kind: ImagePlanned, Image: j.img.Ref, Digest: j.root.Digest, Size: gr.size()})
 	return nil
 }
@@ -368,7 +392,11 @@ func (x *exporter) fetchBlobOnce(ctx context.Context, j *exportJob, desc ocispec
 // storeManifests writes j's manifests to the layout, byte for byte as
 // fetched, children first.
 func (x *exporter) storeManifests(ctx context.Context, j *exportJob) error {
-	for _, m := range j.graph.manifests {
+	nodes := j.graph.manifests
+	for _, r := range j.refs {
+		nodes = append(nodes, r.graph.manifests...)
+	}
+	for _, m := range nodes {
 		if err := x.store.WriteBlob(ctx, m.desc, bytes.NewReader(m.data)); err != nil {
 			return localError{err}
 		}

@@ -38,6 +38,10 @@ type Options struct {
 	// whole (after the transport's own retries). If 0, 4 is used; if
 	// negative, none.
 	Retries int
+	// Referrers selects the artifacts (signatures, SBOMs, attestations)
+	// copied with each image into its target repository. The zero value
+	// copies them all and fails an image whose referrers cannot be copied.
+	Referrers ReferrerOptions
 	// OnEvent receives progress events. Calls are serialised; the function
 	// must not block for long. Nil means no events.
 	OnEvent func(Event)
@@ -58,6 +62,8 @@ const (
 	BlobMounted    EventKind = "blob-mounted"    // blob mounted from another repository
 	BlobSkipped    EventKind = "blob-skipped"    // blob already in the target repository
 	ManifestPushed EventKind = "manifest-pushed" // a manifest or index was pushed
+	ReferrerCopied EventKind = "referrer-copied" // a referrer (Digest) of the image was copied
+	ReferrerFailed EventKind = "referrer-failed" // a referrer could not be found or copied (best effort): Err says why
 	ImageDone      EventKind = "image-done"      // every part of the image is in the target
 	ImageFailed    EventKind = "image-failed"    // the image could not be relocated: Err says why
 )
@@ -88,7 +94,10 @@ type ImageResult struct {
 	BytesCopied  int64 `json:"bytesCopied"`
 	BytesMounted int64 `json:"bytesMounted"`
 	BytesSkipped int64 `json:"bytesSkipped"`
-	// Present is true when the image was already in the target.
+	// Referrers lists the artifacts copied with the image.
+	Referrers []ReferrerResult `json:"referrers,omitempty"`
+	// Present is true when the image was already in the target (its
+	// referrers are then not looked for: one HEAD is all a rerun costs).
 	Present  bool          `json:"present,omitempty"`
 	Duration time.Duration `json:"-"`
 	Err      error         `json:"-"`

@@ -52,6 +52,7 @@ type job struct {
 	repo   string          // target repository path
 	root   ocispec.Descriptor
 	graph  *graph
+	refs   []referrerGraph
 	fetch  remotes.Fetcher
 	start  time.Time
 
@@ -141,7 +142,7 @@ func Relocate(ctx context.Context, b *Bundle, opts Options) (*Result, error) {
 	ctx = log.WithLogger(ctx, discardLogger)
 	e := &engine{opts: opts, source: opts.Source, tracker: opts.Tracker, logger: opts.Logger}
 	if e.source == nil {
-		e.source = RegistrySource{Resolver: opts.Resolver}
+		e.source = NewRegistrySource(opts.Resolver)
 	}
 
 	plan, err := NewPlan(b, opts.Mapping)
@@ -266,8 +267,45 @@ func (e *engine) plan(ctx context.Context, j *job) error {
 	}
 	j.graph = gr
 	j.root.MediaType = gr.manifests[len(gr.manifests)-1].desc.MediaType
-	e.emit(Event{Kind: ImagePlanned, Image: j.img.Ref, Target: j.target.String(), Digest: root.Digest, Size: gr.size()})
+	refs, err := e.findReferrers(ctx, j.img, f, gr)
+	if err != nil {
+		return e.sourceErr(j, "finding referrers", err)
+	}
+	j.refs = refs
+	size := gr.size()
+	for _, r := range refs {
+		for _, m := range r.graph.manifests {
+			size += m.desc.Size
+		}
+	}
+	mergeBlobs(gr, refs)
+	e.emit(Event{Kind: ImagePlanned, Image: j.img.Ref, Target: j.target.String(), Digest: root.Digest, Size: size})
 	return nil
+}
+
+// findReferrers returns the referrers of g that travel with img, or none
+// when they are off or the source cannot list them. With BestEffort a
+// failure is reported as an event and what was found is kept.
+func (e *engine) findReferrers(ctx context.Context, img Image, f remotes.Fetcher, g *graph) ([]referrerGraph, error) {
+	return discoverReferrers(ctx, e.source, img, f, g, e.opts.Referrers, e.opts.Retries, e.logger, e.emit)
+}
+
+// discoverReferrers is findReferrers for any engine (relocate or export).
+func discoverReferrers(ctx context.Context, src Source, img Image, f remotes.Fetcher, g *graph, opts ReferrerOptions, retries int, logger *slog.Logger, emit func(Event)) ([]referrerGraph, error) {
+	rs, ok := src.(ReferrerSource)
+	if opts.Disabled || !ok {
+		return nil, nil
+	}
+	fetch := func(d ocispec.Descriptor) (*graph, error) {
+		return walkRetries(ctx, f, d, retries, logger)
+	}
+	refs, err := findReferrers(ctx, rs, img, fetch, g, opts)
+	if err != nil && opts.BestEffort && ctx.Err() == nil {
+		logger.Warn("referrers not copied", "image", img.Ref, "err", err)
+		emit(Event{Kind: ReferrerFailed, Image: img.Ref, Err: err})
+		return refs, nil
+	}
+	return refs, err
 }
 
 // mapTarget sets j's target for root digest d, unless the plan already
@@ -512,8 +550,51 @@ func (e *engine) pushManifests(ctx context.Context, j *job) error {
 	if err != nil {
 		return e.targetErr(j, "pushing", err)
 	}
-	for _, m := range j.graph.manifests {
-		err := withRetries(ctx, e.opts.Retries, e.logger, "manifest "+m.desc.Digest.String()+" to "+ref, func(attempt int) error {
+	// The image's manifests but its root, then its referrers (whose subjects
+	// may need not exist yet: registries accept that), then the root and
+	// its tag, so an image that is present has its referrers too.
+	manifests := j.graph.manifests
+	if err := e.pushNodes(ctx, j, pusher, manifests[:len(manifests)-1]); err != nil {
+		return err
+	}
+	for _, r := range j.refs {
+		if err := e.pushReferrer(ctx, j, r); err != nil {
+			if !e.opts.Referrers.BestEffort || ctx.Err() != nil {
+				return err
+			}
+			e.logger.Warn("referrer not copied", "image", j.img.Ref, "referrer", r.Desc.Digest, "err", err)
+			e.emit(Event{Kind: ReferrerFailed, Image: j.img.Ref, Target: j.target.String(), Digest: r.Desc.Digest, Err: err})
+		}
+	}
+	return e.pushNodes(ctx, j, pusher, manifests[len(manifests)-1:])
+}
+
+// pushReferrer pushes a referrer's manifests into j's target repository,
+// under its tag when it has one.
+func (e *engine) pushReferrer(ctx context.Context, j *job, r referrerGraph) error {
+	ref := reference.TrimNamed(j.target).String()
+	if r.Tag != "" {
+		ref += ":" + r.Tag
+	}
+	ref += "@" + r.Desc.Digest.String()
+	pusher, err := e.opts.Resolver.Pusher(ctx, ref)
+	if err != nil {
+		return e.targetErr(j, "pushing referrer "+r.Desc.Digest.String(), err)
+	}
+	if err := e.pushNodes(ctx, j, pusher, r.graph.manifests); err != nil {
+		return err
+	}
+	j.mu.Lock()
+	j.res.Referrers = append(j.res.Referrers, ReferrerResult{Subject: r.subject, Digest: r.Desc.Digest, MediaType: r.Desc.MediaType, ArtifactType: r.artifactType, Tag: r.Tag})
+	j.mu.Unlock()
+	e.emit(Event{Kind: ReferrerCopied, Image: j.img.Ref, Target: j.target.String(), Digest: r.Desc.Digest, Size: r.Desc.Size})
+	return nil
+}
+
+// pushNodes pushes manifests in order, each retried whole.
+func (e *engine) pushNodes(ctx context.Context, j *job, pusher remotes.Pusher, nodes []node) error {
+	for _, m := range nodes {
+		err := withRetries(ctx, e.opts.Retries, e.logger, "manifest "+m.desc.Digest.String()+" to "+j.host+"/"+j.repo, func(attempt int) error {
 			return e.pushManifestOnce(ctx, j, pusher, m, attempt)
 		})
 		if err != nil {

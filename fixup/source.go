@@ -27,8 +27,18 @@ type Source interface {
 }
 
 // RegistrySource reads images from the registries their references name.
+// The zero value of its unexported fields works; NewRegistrySource adds a
+// cache so each repository's tags are listed once.
 type RegistrySource struct {
 	Resolver remotes.Resolver
+
+	tags *tagCache
+}
+
+// NewRegistrySource returns a RegistrySource that lists each repository's
+// tags (for referrers) once.
+func NewRegistrySource(r remotes.Resolver) RegistrySource {
+	return RegistrySource{Resolver: r, tags: &tagCache{}}
 }
 
 // Resolve resolves img's digest when its reference has one, else its tag

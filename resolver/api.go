@@ -43,14 +43,14 @@ func (r *Resolver) Tags(ctx context.Context, repo string) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
+		if unsupported(resp) {
+			resp.Body.Close()
+			return tags, nil
+		}
 		var body struct {
 			Tags []string `json:"tags"`
 		}
-		err = decode(resp, &body)
-		if err != nil {
-			if resp.StatusCode == http.StatusNotFound {
-				return nil, nil
-			}
+		if err := decode(resp, &body); err != nil {
 			return nil, err
 		}
 		tags = append(tags, body.Tags...)
@@ -72,7 +72,7 @@ func (r *Resolver) Referrers(ctx context.Context, repo string, subject digest.Di
 	if err != nil {
 		return nil, false, err
 	}
-	if resp.StatusCode == http.StatusNotFound {
+	if unsupported(resp) {
 		resp.Body.Close()
 		return nil, false, nil
 	}
@@ -124,6 +124,18 @@ func (r *Resolver) get(ctx context.Context, named reference.Named, path, accept 
 		}
 		resp.Body.Close()
 	}
+}
+
+// unsupported reports whether a registry answered that it has no such
+// endpoint (or no such repository): 404, as distribution 2.8 answers for
+// the referrers API, or 400/405 as other registries do. Authentication
+// failures and server errors are not this.
+func unsupported(resp *http.Response) bool {
+	switch resp.StatusCode {
+	case http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusBadRequest, http.StatusNotImplemented:
+		return true
+	}
+	return false
 }
 
 func decode(resp *http.Response, v any) error {

@@ -33,11 +33,13 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		jobs  int
 		quiet bool
 		reg   registryFlags
+		refs  referrerFlags
 	)
 	fs := pflag.NewFlagSet("export", pflag.ContinueOnError)
 	fs.StringVar(&out, "output", "", "write the thick bundle archive to `FILE` (.tgz)")
 	fs.IntVar(&jobs, "jobs", fixup.DefaultJobs, "blobs fetched at once across all images")
 	fs.BoolVarP(&quiet, "quiet", "q", false, "print only errors")
+	refs.add(fs)
 	reg.add(fs)
 	if done, code := parse(fs, args, stdout, stderr, exportHelp); done {
 		return code
@@ -70,7 +72,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	rep := newReporter(stderr, quiet)
 	start := time.Now()
-	err = fixup.ExportArchive(ctx, b, data, out, fixup.ExportOptions{Resolver: r, Jobs: jobs, Retries: retries, OnEvent: rep.event})
+	err = fixup.ExportArchive(ctx, b, data, out, fixup.ExportOptions{Resolver: r, Jobs: jobs, Retries: retries, Referrers: refs.options(), OnEvent: rep.event})
 	rep.wait()
 	if err != nil {
 		if ctx.Err() != nil {

@@ -28,8 +28,11 @@ a thick bundle archive (CNAB Core 104, as written by 'cnab-relocate export':
 images are read from its OCI image layout). Every invocation image and every entry of
 "images" whose imageType is docker or oci (or absent) is copied with its whole
 content graph (all platforms of an index), digests preserved; other images are
-left alone. The relocation mapping and the rewritten bundle are written only
-when every image is in place.
+left alone. Artifacts that refer to an image — signatures, SBOMs,
+attestations, found through the OCI referrers API or the tag schema
+(sha256-<hex> index tags, cosign's .sig/.att/.sbom tags) — are copied into its
+target repository too, recursively, digests preserved. The relocation mapping
+and the rewritten bundle are written only when every image is in place.
 
 Mappings (--mapping):
   one-to-one   (default) each source repository gets its own target repository
@@ -62,6 +65,7 @@ type fixupFlags struct {
 	output       string
 	quiet        bool
 	registry     registryFlags
+	referrers    referrerFlags
 }
 
 func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -76,6 +80,7 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&f.jobs, "jobs", fixup.DefaultJobs, "blobs copied at once across all images")
 	fs.StringVarP(&f.output, "output", "o", "text", "`FORMAT` of the final report on stdout: text or json")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print only errors")
+	f.referrers.add(fs)
 	f.registry.add(fs)
 	if done, code := parse(fs, args, stdout, stderr, fixupHelp); done {
 		return code
@@ -136,13 +141,14 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	start := time.Now()
 	result, err := fixup.Relocate(ctx, b, fixup.Options{
-		Mapping:  mapping,
-		Resolver: res,
-		Tracker:  tracker,
-		Source:   source,
-		Jobs:     f.jobs,
-		Retries:  retries,
-		OnEvent:  rep.event,
+		Mapping:   mapping,
+		Resolver:  res,
+		Tracker:   tracker,
+		Source:    source,
+		Referrers: f.referrers.options(),
+		Jobs:      f.jobs,
+		Retries:   retries,
+		OnEvent:   rep.event,
 	})
 	rep.wait()
 	if err != nil {
@@ -279,7 +285,9 @@ type reportImage struct {
 	BytesSkipped int64   `json:"bytesSkipped"`
 	Seconds      float64 `json:"seconds"`
 	Present      bool    `json:"present"`
-	Error        string  `json:"error,omitempty"`
+	// Referrers are the signatures, SBOMs and attestations copied with it.
+	Referrers []fixup.ReferrerResult `json:"referrers"`
+	Error     string                 `json:"error,omitempty"`
 }
 
 type reportTotals struct {
@@ -319,7 +327,10 @@ func newReport(r *fixup.Result, f fixupFlags, d time.Duration) report {
 		ri := reportImage{
 			Source: i.Source, Target: i.Target, Digest: i.Digest.String(), MediaType: i.MediaType,
 			BytesCopied: i.BytesCopied, BytesMounted: i.BytesMounted, BytesSkipped: i.BytesSkipped,
-			Seconds: i.Duration.Seconds(), Present: i.Present,
+			Seconds: i.Duration.Seconds(), Present: i.Present, Referrers: i.Referrers,
+		}
+		if ri.Referrers == nil {
+			ri.Referrers = []fixup.ReferrerResult{}
 		}
 		if i.Err != nil {
 			ri.Error = i.Err.Error()

@@ -4,6 +4,7 @@ import (
 	"github.com/containerd/containerd/remotes/docker"
 	"github.com/spf13/pflag"
 
+	"github.com/cnabio/cnab-relocate/fixup"
 	"github.com/cnabio/cnab-relocate/resolver"
 )
 
@@ -34,4 +35,22 @@ func (r *registryFlags) resolver(tracker docker.StatusTracker) (*resolver.Resolv
 		Retries:   retries,
 		Tracker:   tracker,
 	})
+}
+
+// referrerFlags select the signatures, SBOMs and attestations that travel
+// with their images.
+type referrerFlags struct {
+	off        bool
+	types      []string
+	bestEffort bool
+}
+
+func (r *referrerFlags) add(fs *pflag.FlagSet) {
+	fs.BoolVar(&r.off, "no-referrers", false, "do not copy the artifacts that refer to each image (signatures, SBOMs, attestations)")
+	fs.StringArrayVar(&r.types, "referrers-only-type", nil, "copy only referrers of this artifact `MEDIATYPE` (repeatable)")
+	fs.BoolVar(&r.bestEffort, "referrers-best-effort", false, "report a referrer that cannot be copied instead of failing its image")
+}
+
+func (r *referrerFlags) options() fixup.ReferrerOptions {
+	return fixup.ReferrerOptions{Disabled: r.off, Types: r.types, BestEffort: r.bestEffort}
 }

@@ -125,7 +125,9 @@ func TestReportGolden(t *testing.T) {
 	res := &fixup.Result{
 		Images: []fixup.ImageResult{
 			{Source: "vendor.example/app:1.0", Target: "registry.corp/team/app-0123:1.0", Digest: d1, MediaType: "application/vnd.oci.image.index.v1+json",
-				BytesCopied: 1000, BytesMounted: 200, BytesSkipped: 30, Duration: 1500 * time.Millisecond},
+				BytesCopied: 1000, BytesMounted: 200, BytesSkipped: 30, Duration: 1500 * time.Millisecond,
+				Referrers: []fixup.ReferrerResult{{Subject: d1, Digest: digest.FromString("sig"), MediaType: "application/vnd.oci.image.manifest.v1+json",
+					ArtifactType: "application/vnd.oci.image.config.v1+json", Tag: "sha256-" + d1.Encoded() + ".sig"}}},
 			{Source: "vendor.example/db@" + d1.String(), Target: "registry.corp/team/db-4567@" + d1.String(), Digest: d1,
 				MediaType: "application/vnd.docker.distribution.manifest.v2+json", Present: true, Duration: 250 * time.Millisecond},
 		},

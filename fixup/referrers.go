@@ -1,0 +1,280 @@
+package fixup
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Referrer is an artifact that refers to a manifest: a signature, an SBOM,
+// an attestation.
+type Referrer struct {
+	// Desc is the referrer's manifest (or, for the referrers tag schema, the
+	// index listing referrers). ArtifactType is set when known.
+	Desc ocispec.Descriptor
+	// Tag is the tag it is stored under in the source repository (the tag
+	// schema: "sha256-<hex>", cosign's "sha256-<hex>.sig", ".att",
+	// ".sbom"), or "" when found through the OCI referrers API.
+	Tag string
+}
+
+// ReferrerSource is a Source that can find the artifacts referring to a
+// manifest of an image. RegistrySource and LayoutSource are.
+type ReferrerSource interface {
+	Referrers(ctx context.Context, img Image, subject digest.Digest) ([]Referrer, error)
+}
+
+// ReferrerResult is a referrer copied with an image.
+type ReferrerResult struct {
+	// Subject is the manifest it refers to.
+	Subject      digest.Digest `json:"subject"`
+	Digest       digest.Digest `json:"digest"`
+	MediaType    string        `json:"mediaType"`
+	ArtifactType string        `json:"artifactType,omitempty"`
+	// Tag is the tag it was copied under ("" when only by digest).
+	Tag string `json:"tag,omitempty"`
+}
+
+// tagSchemaSuffixes are the tags that hold referrers of a subject
+// sha256:<hex>, as "sha256-<hex>" + suffix: the OCI referrers tag schema
+// (an index of referrers) and cosign's signature, attestation and SBOM tags.
+var tagSchemaSuffixes = []string{"", ".sig", ".att", ".sbom"}
+
+// referrerTags returns the tag schema tags of subject.
+func referrerTags(subject digest.Digest) []string {
+	base := subject.Algorithm().String() + "-" + subject.Encoded()
+	tags := make([]string, len(tagSchemaSuffixes))
+	for i, s := range tagSchemaSuffixes {
+		tags[i] = base + s
+	}
+	return tags
+}
+
+// registryAPI is what RegistrySource needs of a resolver beyond
+// containerd's: resolver.Resolver has it.
+type registryAPI interface {
+	Tags(ctx context.Context, repo string) ([]string, error)
+	Referrers(ctx context.Context, repo string, subject digest.Digest) ([]ocispec.Descriptor, bool, error)
+}
+
+// tagCache lists each repository's tags once per run.
+type tagCache struct {
+	mu   sync.Mutex
+	tags map[string]*tagList
+}
+
+type tagList struct {
+	once sync.Once
+	tags []string
+	err  error
+}
+
+func (c *tagCache) get(ctx context.Context, api registryAPI, repo string) ([]string, error) {
+	c.mu.Lock()
+	if c.tags == nil {
+		c.tags = map[string]*tagList{}
+	}
+	l, ok := c.tags[repo]
+	if !ok {
+		l = &tagList{}
+		c.tags[repo] = l
+	}
+	c.mu.Unlock()
+	l.once.Do(func() { l.tags, l.err = api.Tags(ctx, repo) })
+	return l.tags, l.err
+}
+
+// Referrers finds what refers to subject in img's repository: through the
+// OCI referrers API where the registry has it, else through the referrers
+// tag schema index, and always through cosign's tags. Tags are listed once
+// per repository. A resolver without tag and referrer listing finds none.
+func (s RegistrySource) Referrers(ctx context.Context, img Image, subject digest.Digest) ([]Referrer, error) {
+	api, ok := s.Resolver.(registryAPI)
+	if !ok {
+		return nil, nil
+	}
+	repo := reference.TrimNamed(img.Named).String()
+	var out []Referrer
+	descs, supported, err := api.Referrers(ctx, repo, subject)
+	if err != nil {
+		return nil, fmt.Errorf("listing referrers of %s: %w", subject, err)
+	}
+	for _, d := range descs {
+		out = append(out, Referrer{Desc: d})
+	}
+	var tags []string
+	if s.tags != nil {
+		tags, err = s.tags.get(ctx, api, repo)
+	} else {
+		tags, err = api.Tags(ctx, repo)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing tags: %w", err)
+	}
+	for i, tag := range referrerTags(subject) {
+		if i == 0 && supported {
+			continue // the API already answered what this index would list
+		}
+		if !slices.Contains(tags, tag) {
+			continue
+		}
+		_, desc, err := s.Resolver.Resolve(ctx, repo+":"+tag)
+		if err != nil {
+			return nil, fmt.Errorf("resolving referrer tag %s: %w", tag, err)
+		}
+		out = append(out, Referrer{Desc: desc, Tag: tag})
+	}
+	return out, nil
+}
+
+// referrerGraph is a referrer with its content graph, to be copied with an
+// image into its target repository.
+type referrerGraph struct {
+	Referrer
+	subject digest.Digest
+	graph   *graph
+	// artifactType is the referrer's artifactType, else its config's media
+	// type, as the referrers API reports it.
+	artifactType string
+}
+
+// maxReferrerDepth bounds the recursion: a signature of an SBOM of an image
+// is depth 2.
+const maxReferrerDepth = 4
+
+// ReferrerOptions selects which referrers travel with their images.
+type ReferrerOptions struct {
+	// Disabled turns referrer copying off.
+	Disabled bool
+	// Types, when not empty, keeps only referrers whose artifact type (its
+	// artifactType, else its config's media type) is one of them. A referrer
+	// left out is not searched for referrers of its own.
+	Types []string
+	// BestEffort reports a referrer that cannot be found or read instead
+	// of failing its image.
+	BestEffort bool
+}
+
+// findReferrers walks, from every manifest of g, the referrers src knows,
+// recursively, and returns them with their graphs. A referrer reached
+// twice is returned once.
+func findReferrers(ctx context.Context, src ReferrerSource, img Image, fetch func(ocispec.Descriptor) (*graph, error), g *graph, opts ReferrerOptions) ([]referrerGraph, error) {
+	seen := map[digest.Digest]bool{}
+	for _, m := range g.manifests {
+		seen[m.desc.Digest] = true
+	}
+	var out []referrerGraph
+	queue := make([]digest.Digest, 0, len(g.manifests))
+	for _, m := range g.manifests {
+		queue = append(queue, m.desc.Digest)
+	}
+	for depth := 0; depth < maxReferrerDepth && len(queue) > 0; depth++ {
+		var next []digest.Digest
+		for _, subject := range queue {
+			refs, err := src.Referrers(ctx, img, subject)
+			if err != nil {
+				return out, err
+			}
+			for _, r := range refs {
+				if seen[r.Desc.Digest] {
+					continue
+				}
+				seen[r.Desc.Digest] = true
+				rg, err := fetch(r.Desc)
+				if err != nil {
+					return out, fmt.Errorf("referrer %s of %s: %w", r.Desc.Digest, subject, err)
+				}
+				top := rg.manifests[len(rg.manifests)-1]
+				r.Desc.MediaType = top.desc.MediaType
+				r.Desc.Size = top.desc.Size
+				at := artifactType(r.Desc, top.data)
+				if len(opts.Types) > 0 && !slices.Contains(opts.Types, at) && r.Tag != referrerTags(subject)[0] {
+					continue
+				}
+				out = append(out, referrerGraph{Referrer: r, subject: subject, graph: rg, artifactType: at})
+				for _, m := range rg.manifests {
+					seen[m.desc.Digest] = true
+					next = append(next, m.desc.Digest)
+				}
+			}
+		}
+		queue = next
+	}
+	return out, nil
+}
+
+// artifactType is what the referrers API would report as a manifest's
+// artifact type: its artifactType, else its config's media type.
+func artifactType(d ocispec.Descriptor, data []byte) string {
+	if d.ArtifactType != "" {
+		return d.ArtifactType
+	}
+	var m struct {
+		ArtifactType string             `json:"artifactType"`
+		Config       ocispec.Descriptor `json:"config"`
+	}
+	if json.Unmarshal(data, &m) != nil {
+		return ""
+	}
+	if m.ArtifactType != "" {
+		return m.ArtifactType
+	}
+	return m.Config.MediaType
+}
+
+// mergeBlobs adds the blobs of the referrer graphs to g, each once.
+func mergeBlobs(g *graph, refs []referrerGraph) {
+	have := map[digest.Digest]bool{}
+	for _, b := range g.blobs {
+		have[b.Digest] = true
+	}
+	for _, r := range refs {
+		for _, b := range r.graph.blobs {
+			if !have[b.Digest] {
+				have[b.Digest] = true
+				g.blobs = append(g.blobs, b)
+			}
+		}
+	}
+}
+
+// subjectAnnotation marks, in a thick bundle's layout, a referrer found
+// through the referrers API (it has no tag): its value is the subject's
+// digest.
+const subjectAnnotation = "io.cnab.relocate.referrer.subject"
+
+// Referrers finds the referrers of subject in the layout: entries whose
+// ref.name carries a tag schema tag of subject, and entries export marked
+// with the subject annotation.
+func (s LayoutSource) Referrers(ctx context.Context, img Image, subject digest.Digest) ([]Referrer, error) {
+	if s.Store == nil {
+		return nil, nil
+	}
+	tags := referrerTags(subject)
+	var out []Referrer
+	for _, e := range s.Store.Index().Manifests {
+		if e.Annotations[subjectAnnotation] == subject.String() {
+			d := e
+			d.Annotations = nil
+			out = append(out, Referrer{Desc: d})
+			continue
+		}
+		tag := e.Annotations[ocispec.AnnotationRefName]
+		if i := strings.LastIndex(tag, ":"); i >= 0 {
+			tag = tag[i+1:]
+		}
+		if slices.Contains(tags, tag) {
+			d := e
+			d.Annotations = nil
+			out = append(out, Referrer{Desc: d, Tag: tag})
+		}
+	}
+	return out, nil
+}
