@@ -130,7 +130,7 @@ func headTarget(ctx context.Context, r remotes.Resolver, target string, want dig
 		if errdefs.IsNotFound(err) {
 			return "", fmt.Errorf("%w: %s: missing from the target", ErrNotRelocated, target)
 		}
-		return "", sideError{ErrTarget, fmt.Errorf("target registry %s: checking %s: %w", reference.Domain(named), target, explain(err))}
+		return "", sideError{ErrTarget, fmt.Errorf("target registry %s: checking %s: %w", reference.Domain(named), target, explain(reference.Domain(named), err))}
 	}
 	if want != "" && desc.Digest != want {
 		return desc.Digest, fmt.Errorf("%w: %s: target has %s, the bundle records %s", ErrNotRelocated, target, desc.Digest, want)

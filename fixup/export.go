@@ -123,7 +123,8 @@ func (x *exporter) sourceErr(j *exportJob, what string, err error) error {
 	if errors.Is(err, ErrInvalidInput) {
 		return err
 	}
-	return sideError{ErrSource, fmt.Errorf("%s: %s: %w", x.src.Name(j.img), what, explain(err))}
+	host, _ := x.src.Location(j.img)
+	return sideError{ErrSource, fmt.Errorf("%s: %s: %w", x.src.Name(j.img), what, explain(host, err))}
 }
 
 func (x *exporter) failJob(j *exportJob, err error) {

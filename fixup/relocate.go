@@ -355,11 +355,12 @@ func (e *engine) sourceErr(j *job, what string, err error) error {
 	if errors.Is(err, ErrInvalidInput) {
 		return err
 	}
-	return sideError{ErrSource, fmt.Errorf("%s: %s: %w", e.source.Name(j.img), what, explain(err))}
+	host, _ := e.source.Location(j.img)
+	return sideError{ErrSource, fmt.Errorf("%s: %s: %w", e.source.Name(j.img), what, explain(host, err))}
 }
 
 func (e *engine) targetErr(j *job, what string, err error) error {
-	return sideError{ErrTarget, fmt.Errorf("target registry %s: %s: %w", j.host, what, explain(err))}
+	return sideError{ErrTarget, fmt.Errorf("target registry %s: %s: %w", j.host, what, explain(j.host, err))}
 }
 
 // blobTask is one unique blob for one target registry, with every target
@@ -784,20 +785,24 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// explain adds a hint to errors with an obvious fix.
-func explain(err error) error {
+// explain adds a hint to errors with an obvious fix; host is the registry
+// the error came from ("" when not a registry).
+func explain(host string, err error) error {
+	if host == "" {
+		host = "HOST"
+	}
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "server gave HTTP response to HTTPS client"):
-		return fmt.Errorf("%w (the registry speaks plain HTTP: allow it with --insecure-registry HOST)", err)
+		return fmt.Errorf("%w (the registry speaks plain HTTP: allow it with --insecure-registry %s)", err, host)
 	case strings.Contains(msg, "certificate signed by unknown authority") || strings.Contains(msg, "x509:"):
-		return fmt.Errorf("%w (trust its CA with --ca-cert FILE, or allow it with --insecure-registry HOST)", err)
+		return fmt.Errorf("%w (trust its CA with --ca-cert FILE, or allow it with --insecure-registry %s)", err, host)
 	case errors.Is(err, resolver.ErrAuthentication):
 		// The resolver's message already names the host, the user and where
 		// the credentials came from.
-		return fmt.Errorf("%w (log in with `docker login HOST`, or point DOCKER_CONFIG or --docker-config at the config.json that has the credentials)", err)
+		return fmt.Errorf("%w (log in with `docker login %s`, or point DOCKER_CONFIG or --docker-config at the config.json that has the credentials)", err, host)
 	case errors.Is(err, docker.ErrInvalidAuthorization) || strings.Contains(msg, "401 Unauthorized") || strings.Contains(msg, "authorization"):
-		return fmt.Errorf("authentication failed: %w (check `docker login` for this host, or DOCKER_CONFIG)", err)
+		return fmt.Errorf("authentication failed: %w (check `docker login %s`, or DOCKER_CONFIG)", err, host)
 	}
 	return err
 }
