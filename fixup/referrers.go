@@ -3,6 +3,7 @@ package fixup
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -129,6 +130,11 @@ func (s RegistrySource) Referrers(ctx context.Context, img Image, subject digest
 		if err != nil {
 			return nil, fmt.Errorf("resolving referrer tag %s: %w", tag, err)
 		}
+		// A referrer the API listed that is also under a tag keeps its tag.
+		if k := slices.IndexFunc(out, func(r Referrer) bool { return r.Tag == "" && r.Desc.Digest == desc.Digest }); k >= 0 {
+			out[k].Tag = tag
+			continue
+		}
 		out = append(out, Referrer{Desc: desc, Tag: tag})
 	}
 	return out, nil
@@ -171,6 +177,16 @@ func findReferrers(ctx context.Context, src ReferrerSource, img Image, fetch fun
 		seen[m.desc.Digest] = true
 	}
 	var out []referrerGraph
+	var errs []error
+	// fail returns err when it ends the walk; with BestEffort it is kept
+	// and the walk goes on without what failed.
+	fail := func(err error) error {
+		if !opts.BestEffort || ctx.Err() != nil {
+			return err
+		}
+		errs = append(errs, err)
+		return nil
+	}
 	queue := make([]digest.Digest, 0, len(g.manifests))
 	for _, m := range g.manifests {
 		queue = append(queue, m.desc.Digest)
@@ -180,7 +196,10 @@ func findReferrers(ctx context.Context, src ReferrerSource, img Image, fetch fun
 		for _, subject := range queue {
 			refs, err := src.Referrers(ctx, img, subject)
 			if err != nil {
-				return out, err
+				if err := fail(err); err != nil {
+					return out, err
+				}
+				continue
 			}
 			for _, r := range refs {
 				if seen[r.Desc.Digest] {
@@ -189,7 +208,10 @@ func findReferrers(ctx context.Context, src ReferrerSource, img Image, fetch fun
 				seen[r.Desc.Digest] = true
 				rg, err := fetch(r.Desc)
 				if err != nil {
-					return out, fmt.Errorf("referrer %s of %s: %w", r.Desc.Digest, subject, err)
+					if err := fail(fmt.Errorf("referrer %s of %s: %w", r.Desc.Digest, subject, err)); err != nil {
+						return out, err
+					}
+					continue
 				}
 				top := rg.manifests[len(rg.manifests)-1]
 				r.Desc.MediaType = top.desc.MediaType
@@ -207,7 +229,7 @@ func findReferrers(ctx context.Context, src ReferrerSource, img Image, fetch fun
 		}
 		queue = next
 	}
-	return out, nil
+	return out, errors.Join(errs...)
 }
 
 // artifactType is what the referrers API would report as a manifest's

@@ -111,9 +111,11 @@ func (r *Resolver) get(ctx context.Context, named reference.Named, path, accept 
 		if err != nil {
 			return nil, fmt.Errorf("registry %s: %w", domain, err)
 		}
-		if resp.StatusCode != http.StatusUnauthorized || attempt > 0 || host.Authorizer == nil {
+		if resp.StatusCode != http.StatusUnauthorized || host.Authorizer == nil {
 			return resp, nil
 		}
+		// Also after the retry: the authorizer tells refused credentials
+		// (an *AuthError naming the user and where they came from).
 		responses = append(responses, resp)
 		if err := host.Authorizer.AddResponses(ctx, responses); err != nil {
 			if errdefs.IsNotImplemented(err) {
@@ -121,6 +123,9 @@ func (r *Resolver) get(ctx context.Context, named reference.Named, path, accept 
 			}
 			resp.Body.Close()
 			return nil, err
+		}
+		if attempt > 0 {
+			return resp, nil
 		}
 		resp.Body.Close()
 	}

@@ -1,0 +1,311 @@
+package resolver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// apiServer is a registry on 127.0.0.1 whose every /v2/ request is answered
+// by handle. It records each request as "METHOD PATH?QUERY Authorization".
+type apiServer struct {
+	*httptest.Server
+	Host string
+
+	mu       sync.Mutex
+	received []string
+}
+
+func newAPIServer(t *testing.T, handle http.HandlerFunc) *apiServer {
+	t.Helper()
+	s := &apiServer{}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.received = append(s.received, strings.TrimSpace(r.Method+" "+r.URL.RequestURI()+" "+r.Header.Get("Authorization")))
+		s.mu.Unlock()
+		handle(w, r)
+	}))
+	t.Cleanup(s.Close)
+	s.Host = s.Listener.Addr().String()
+	return s
+}
+
+func (s *apiServer) requests() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.received)
+}
+
+// apiResolver returns a resolver for s with credentials from configDir
+// (none when ""), and one transport retry.
+func apiResolver(t *testing.T, configDir string) *Resolver {
+	t.Helper()
+	if configDir == "" {
+		configDir = t.TempDir()
+	}
+	r, err := New(Options{ConfigDir: configDir, CertsDir: "-", Retries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func apiCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestReferrers(t *testing.T) {
+	subject := image.desc.Digest
+	refs := []ocispec.Descriptor{{
+		MediaType:    ocispec.MediaTypeImageManifest,
+		ArtifactType: "application/spdx+json",
+		Digest:       digest.FromString("sbom"),
+		Size:         321,
+		Annotations:  map[string]string{"org.opencontainers.image.created": "2024-01-01T00:00:00Z"},
+	}, {
+		MediaType:    ocispec.MediaTypeImageManifest,
+		ArtifactType: "application/vnd.dev.sigstore.bundle.v0.3+json",
+		Digest:       digest.FromString("sig"),
+		Size:         123,
+	}}
+	index, _ := json.Marshal(ocispec.Index{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: ocispec.MediaTypeImageIndex,
+		Manifests: refs,
+	})
+	path := "/v2/app/referrers/" + subject.String()
+	answer := func(code int) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != path {
+				http.NotFound(w, r)
+				return
+			}
+			if code == http.StatusOK {
+				w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+				w.Write(index)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(code)
+			fmt.Fprintf(w, `{"errors":[{"code":"UNSUPPORTED","message":"%d"}]}`, code)
+		}
+	}
+	basic := func(next http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if u, p, ok := r.BasicAuth(); !ok || u != "alice" || p != "s3cret" {
+				w.Header().Set("WWW-Authenticate", `Basic realm="stub"`)
+				http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+				return
+			}
+			next(w, r)
+		}
+	}
+	aliceAuth := "Basic YWxpY2U6czNjcmV0" // alice:s3cret
+	tests := []struct {
+		name          string
+		handle        http.HandlerFunc
+		creds         bool // alice:s3cret in config.json for the server
+		wrongCreds    bool // alice:wrong instead
+		wantSupported bool
+		wantRefs      []ocispec.Descriptor
+		wantErr       error // nil: no error; errAny: some error
+		// wantRequests are the requests to path, as "Authorization" header
+		// values ("" for none).
+		wantRequests []string
+	}{
+		{name: "200 index", handle: answer(http.StatusOK), wantSupported: true, wantRefs: refs, wantRequests: []string{""}},
+		{name: "404 is no API", handle: answer(http.StatusNotFound), wantRequests: []string{""}},
+		{name: "405 is no API", handle: answer(http.StatusMethodNotAllowed), wantRequests: []string{""}},
+		{name: "400 is no API", handle: answer(http.StatusBadRequest), wantRequests: []string{""}},
+		{name: "401 Basic challenge is answered once with config.json credentials", handle: basic(answer(http.StatusOK)), creds: true,
+			wantSupported: true, wantRefs: refs, wantRequests: []string{"", aliceAuth}},
+		{name: "401 and 404 with credentials is no API", handle: basic(answer(http.StatusNotFound)), creds: true,
+			wantRequests: []string{"", aliceAuth}},
+		{name: "500 fails after the transport's retry", handle: answer(http.StatusInternalServerError),
+			wantErr: ErrRetriesExhausted, wantRequests: []string{"", ""}},
+		{name: "401 without credentials fails", handle: basic(answer(http.StatusOK)),
+			wantErr: ErrAuthentication, wantRequests: []string{""}},
+		{name: "401 to wrong credentials fails", handle: basic(answer(http.StatusOK)), creds: true, wrongCreds: true,
+			wantErr: ErrAuthentication, wantRequests: []string{"", "Basic YWxpY2U6d3Jvbmc="}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newAPIServer(t, tc.handle)
+			dir := ""
+			if tc.creds {
+				pass := "s3cret"
+				if tc.wrongCreds {
+					pass = "wrong"
+				}
+				dir = writeConfig(t, map[string]any{"auths": map[string]any{s.Host: authEntry("alice", pass)}})
+			}
+			r := apiResolver(t, dir)
+			got, supported, err := r.Referrers(apiCtx(t), s.Host+"/app", subject)
+			t.Logf("err: %v", err)
+			switch {
+			case tc.wantErr == nil && err != nil:
+				t.Fatalf("Referrers: %v", err)
+			case tc.wantErr == errAny && err == nil, tc.wantErr != nil && tc.wantErr != errAny && !errors.Is(err, tc.wantErr):
+				t.Fatalf("err = %v; want %v", err, tc.wantErr)
+			}
+			if err != nil && !strings.Contains(err.Error(), s.Host) {
+				t.Errorf("err %q does not name the registry %s", err, s.Host)
+			}
+			if supported != tc.wantSupported {
+				t.Errorf("supported = %v, want %v", supported, tc.wantSupported)
+			}
+			if diff := cmp.Diff(tc.wantRefs, got); diff != "" {
+				t.Errorf("referrers (-want +got):\n%s", diff)
+			}
+			var auths []string
+			for _, req := range s.requests() {
+				if rest, ok := strings.CutPrefix(req, "GET "+path); ok {
+					auths = append(auths, strings.TrimSpace(rest))
+				} else {
+					t.Errorf("unexpected request %q", req)
+				}
+			}
+			if diff := cmp.Diff(tc.wantRequests, auths); diff != "" {
+				t.Errorf("Authorization of the requests to %s (-want +got):\n%s", path, diff)
+			}
+		})
+	}
+}
+
+// errAny stands for any error in a want field.
+var errAny = errors.New("any error")
+
+func TestReferrersAcceptsIndex(t *testing.T) {
+	var accept string
+	s := newAPIServer(t, func(w http.ResponseWriter, r *http.Request) {
+		accept = r.Header.Get("Accept")
+		w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+		w.Write([]byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`))
+	})
+	got, supported, err := apiResolver(t, "").Referrers(apiCtx(t), s.Host+"/team/app", image.desc.Digest)
+	if err != nil || !supported || len(got) != 0 {
+		t.Fatalf("Referrers = %v, %v, %v; want none, supported", got, supported, err)
+	}
+	if accept != ocispec.MediaTypeImageIndex {
+		t.Errorf("Accept = %q, want %q", accept, ocispec.MediaTypeImageIndex)
+	}
+	if want := "GET /v2/team/app/referrers/" + image.desc.Digest.String(); !slices.Equal(s.requests(), []string{want}) {
+		t.Errorf("requests = %q, want %q", s.requests(), want)
+	}
+}
+
+func TestTags(t *testing.T) {
+	page := func(w http.ResponseWriter, next string, tags ...string) {
+		if next != "" {
+			w.Header().Set("Link", `<`+next+`>; rel="next"`)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"name": "team/app", "tags": tags})
+	}
+	tests := []struct {
+		name   string
+		handle http.HandlerFunc
+		want   []string
+		// wantRequests are the request URIs, in order.
+		wantRequests []string
+		wantErr      bool
+	}{{
+		name: "two pages through the Link header",
+		handle: func(w http.ResponseWriter, r *http.Request) {
+			q := r.URL.Query()
+			switch {
+			case r.URL.Path != "/v2/team/app/tags/list" || q.Get("n") != "1000":
+				http.NotFound(w, r)
+			case q.Get("last") == "":
+				page(w, "/v2/team/app/tags/list?n=1000&last=b", "a", "b")
+			case q.Get("last") == "b":
+				page(w, "", "c", "sha256-abc.sig")
+			default:
+				http.Error(w, "bad last", http.StatusBadRequest)
+			}
+		},
+		want:         []string{"a", "b", "c", "sha256-abc.sig"},
+		wantRequests: []string{"/v2/team/app/tags/list?n=1000", "/v2/team/app/tags/list?n=1000&last=b"},
+	}, {
+		name: "an absolute next link",
+		handle: func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Query().Get("last") == "" {
+				page(w, "http://"+r.Host+"/v2/team/app/tags/list?last=x&n=1000", "x")
+				return
+			}
+			page(w, "", "y")
+		},
+		want:         []string{"x", "y"},
+		wantRequests: []string{"/v2/team/app/tags/list?n=1000", "/v2/team/app/tags/list?last=x&n=1000"},
+	}, {
+		name: "a next link into another repository is not followed",
+		handle: func(w http.ResponseWriter, r *http.Request) {
+			page(w, "/v2/other/tags/list?n=1000&last=a", "a")
+		},
+		want:         []string{"a"},
+		wantRequests: []string{"/v2/team/app/tags/list?n=1000"},
+	}, {
+		name:         "404 is no tags",
+		handle:       http.NotFound,
+		wantRequests: []string{"/v2/team/app/tags/list?n=1000"},
+	}, {
+		name: "500 fails",
+		handle: func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "boom", http.StatusInternalServerError)
+		},
+		wantErr:      true,
+		wantRequests: []string{"/v2/team/app/tags/list?n=1000", "/v2/team/app/tags/list?n=1000"},
+	}, {
+		name: "a body that is not JSON fails",
+		handle: func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte("<html>"))
+		},
+		wantErr:      true,
+		wantRequests: []string{"/v2/team/app/tags/list?n=1000"},
+	}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newAPIServer(t, tc.handle)
+			got, err := apiResolver(t, "").Tags(apiCtx(t), s.Host+"/team/app")
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("Tags: err = %v, want error: %v", err, tc.wantErr)
+			}
+			if tc.wantErr && !strings.Contains(err.Error(), s.Host) {
+				t.Errorf("err %q does not name the registry %s", err, s.Host)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("tags (-want +got):\n%s", diff)
+			}
+			var uris []string
+			for _, req := range s.requests() {
+				uris = append(uris, strings.TrimPrefix(req, "GET "))
+			}
+			if diff := cmp.Diff(tc.wantRequests, uris); diff != "" {
+				t.Errorf("requests (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestTagsNoneIsNil(t *testing.T) {
+	s := newAPIServer(t, http.NotFound)
+	got, err := apiResolver(t, "").Tags(apiCtx(t), s.Host+"/app")
+	if got != nil || err != nil {
+		t.Fatalf("Tags = %#v, %v; want nil, nil", got, err)
+	}
+}
