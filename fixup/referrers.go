@@ -65,10 +65,12 @@ type registryAPI interface {
 	Referrers(ctx context.Context, repo string, subject digest.Digest) ([]ocispec.Descriptor, bool, error)
 }
 
-// tagCache lists each repository's tags once per run.
+// tagCache lists each repository's tags once per run, and remembers the
+// registries found without the referrers API, so each is asked once.
 type tagCache struct {
-	mu   sync.Mutex
-	tags map[string]*tagList
+	mu    sync.Mutex
+	tags  map[string]*tagList
+	noAPI sync.Map // registry host -> true
 }
 
 type tagList struct {
@@ -103,7 +105,20 @@ func (s RegistrySource) Referrers(ctx context.Context, img Image, subject digest
 	}
 	repo := reference.TrimNamed(img.Named).String()
 	var out []Referrer
-	descs, supported, err := api.Referrers(ctx, repo, subject)
+	var (
+		descs     []ocispec.Descriptor
+		supported bool
+		err       error
+	)
+	host := reference.Domain(img.Named)
+	if s.tags == nil {
+		descs, supported, err = api.Referrers(ctx, repo, subject)
+	} else if _, no := s.tags.noAPI.Load(host); !no {
+		descs, supported, err = api.Referrers(ctx, repo, subject)
+		if err == nil && !supported {
+			s.tags.noAPI.Store(host, true)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listing referrers of %s: %w", subject, err)
 	}

@@ -309,9 +309,20 @@ func TestRelocateReferrersAPI(t *testing.T) {
 	wantManifest(t, src, dst, "vendor/app", repo, img.tag, img.root)
 	wantManifest(t, src, dst, "vendor/app", repo, sbom.Digest.String(), sbom)
 	wantManifest(t, src, dst, "vendor/app", repo, sigTag, sig)
-	if got, want := stubTags(dst, repo), []string{img.tag, sigTag}; !slices.Equal(got, want) {
-		t.Errorf("target tags = %q, want %q (the API's referrer by digest only)", got, want)
+	// The target has no referrers API: the API's referrer is listed in the
+	// subject's tag schema index there, so clients can find it.
+	indexTag := cosignTag(img.root.Digest, "")
+	if got, want := stubTags(dst, repo), []string{img.tag, indexTag, sigTag}; !slices.Equal(got, want) {
+		t.Errorf("target tags = %q, want %q (the API's referrer by digest, and indexed)", got, want)
 	}
+	dst.mu.Lock()
+	idxData := dst.manifests[repo+":"+indexTag].data
+	dst.mu.Unlock()
+	var gotIdx ocispec.Index
+	if err := json.Unmarshal(idxData, &gotIdx); err != nil || len(gotIdx.Manifests) != 1 || gotIdx.Manifests[0].Digest != sbom.Digest || gotIdx.Manifests[0].ArtifactType != sbomType {
+		t.Errorf("referrers index in the target = %s, %v; want it to list the SBOM with its artifact type", idxData, err)
+	}
+
 	if n := dst.count("PUT manifest " + sbom.Digest.String()); n != 1 {
 		t.Errorf("%d PUTs of the SBOM by digest, want 1", n)
 	}
@@ -337,6 +348,17 @@ func TestRelocateReferrersAPI(t *testing.T) {
 			t.Errorf("%d referrers requests for %s, want 1", n, d)
 		}
 	}
+
+	// A target with the referrers API indexes referrers itself: no tag.
+	apiDst := newReferrerStub(t)
+	res2, _, err := relocateReferrers(t, src, apiDst.regStub, ReferrerOptions{}, img)
+	if err != nil {
+		t.Fatalf("Relocate to a target with the API: %v", err)
+	}
+	repo2 := stubTargetRepo(t, res2, img)
+	if got, want := stubTags(apiDst.regStub, repo2), []string{img.tag, sigTag}; !slices.Equal(got, want) {
+		t.Errorf("target with the API: tags = %q, want %q", got, want)
+	}
 }
 
 // TestRelocateReferrersTagSchemaIndexWithAPI proves that where the API
@@ -359,7 +381,8 @@ func TestRelocateReferrersTagSchemaIndexWithAPI(t *testing.T) {
 	}
 	repo := stubTargetRepo(t, res, img)
 	wantManifest(t, src, dst, "vendor/app", repo, sbom.Digest.String(), sbom)
-	if got, want := stubTags(dst, repo), []string{img.tag}; !slices.Equal(got, want) {
+	// The target (no API) gets an index of its own, made by relocation.
+	if got, want := stubTags(dst, repo), []string{img.tag, indexTag}; !slices.Equal(got, want) {
 		t.Errorf("target tags = %q, want %q", got, want)
 	}
 	if n := src.count("HEAD manifest " + indexTag); n != 0 {
@@ -433,7 +456,9 @@ func TestRelocateReferrersTypes(t *testing.T) {
 	for _, d := range []ocispec.Descriptor{att, attSig, sig} {
 		wantNoManifest(t, dst, repo, d)
 	}
-	if got, want := stubTags(dst, repo), []string{img.tag}; !slices.Equal(got, want) {
+	wantTags := []string{img.tag, cosignTag(img.root.Digest, ""), cosignTag(sbom.Digest, "")}
+	slices.Sort(wantTags)
+	if got, want := stubTags(dst, repo), wantTags; !slices.Equal(got, want) {
 		t.Errorf("target tags = %q, want %q", got, want)
 	}
 	want := sortResults(

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -567,7 +568,86 @@ func (e *engine) pushManifests(ctx context.Context, j *job) error {
 			e.emit(Event{Kind: ReferrerFailed, Image: j.img.Ref, Target: j.target.String(), Digest: r.Desc.Digest, Err: err})
 		}
 	}
+	if err := e.indexReferrers(ctx, j); err != nil {
+		if !e.opts.Referrers.BestEffort || ctx.Err() != nil {
+			return err
+		}
+		e.emit(Event{Kind: ReferrerFailed, Image: j.img.Ref, Target: j.target.String(), Err: err})
+	}
 	return e.pushNodes(ctx, j, pusher, manifests[len(manifests)-1:])
+}
+
+// indexReferrers makes the referrers found through the source's referrers
+// API findable in a target that lacks the API: it adds them to the
+// subject's referrers tag schema index (tag sha256-<hex>), as OCI 1.1
+// clients do. A target with the API indexes them itself.
+func (e *engine) indexReferrers(ctx context.Context, j *job) error {
+	bySubject := map[digest.Digest][]ocispec.Descriptor{}
+	var subjects []digest.Digest
+	for _, r := range j.refs {
+		if r.Tag != "" {
+			continue
+		}
+		if _, ok := bySubject[r.subject]; !ok {
+			subjects = append(subjects, r.subject)
+		}
+		d := ocispec.Descriptor{MediaType: r.Desc.MediaType, Digest: r.Desc.Digest, Size: r.Desc.Size, ArtifactType: r.artifactType, Annotations: r.Desc.Annotations}
+		bySubject[r.subject] = append(bySubject[r.subject], d)
+	}
+	api, ok := e.opts.Resolver.(registryAPI)
+	if len(subjects) == 0 || !ok {
+		return nil
+	}
+	repo := reference.TrimNamed(j.target).String()
+	for _, subject := range subjects {
+		if _, supported, err := api.Referrers(ctx, repo, subject); err != nil {
+			return e.targetErr(j, "listing referrers of "+subject.String(), err)
+		} else if supported {
+			continue
+		}
+		tag := referrerTags(subject)[0]
+		idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex}
+		idx.SchemaVersion = 2
+		// Keep what the target's index already lists.
+		if _, desc, err := e.opts.Resolver.Resolve(ctx, repo+":"+tag); err == nil {
+			f, err := e.opts.Resolver.Fetcher(ctx, repo)
+			if err != nil {
+				return e.targetErr(j, "reading referrers index "+tag, err)
+			}
+			data, err := fetchManifest(ctx, f, desc)
+			if err != nil {
+				return e.targetErr(j, "reading referrers index "+tag, err)
+			}
+			if err := json.Unmarshal(data, &idx); err != nil {
+				return e.targetErr(j, "reading referrers index "+tag, err)
+			}
+		} else if !errdefs.IsNotFound(err) {
+			return e.targetErr(j, "reading referrers index "+tag, err)
+		}
+		changed := false
+		for _, d := range bySubject[subject] {
+			if !slices.ContainsFunc(idx.Manifests, func(m ocispec.Descriptor) bool { return m.Digest == d.Digest }) {
+				idx.Manifests = append(idx.Manifests, d)
+				changed = true
+			}
+		}
+		if !changed {
+			continue
+		}
+		data, err := json.Marshal(idx)
+		if err != nil {
+			return err
+		}
+		n := node{desc: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageIndex, Digest: digest.FromBytes(data), Size: int64(len(data))}, data: data}
+		pusher, err := e.opts.Resolver.Pusher(ctx, repo+":"+tag+"@"+n.desc.Digest.String())
+		if err != nil {
+			return e.targetErr(j, "pushing referrers index "+tag, err)
+		}
+		if err := e.pushNodes(ctx, j, pusher, []node{n}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // pushReferrer pushes a referrer's manifests into j's target repository,

@@ -246,7 +246,11 @@ func (s *regStub) serveManifest(w http.ResponseWriter, r *http.Request, repo, re
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		for _, b := range append([]ocispec.Descriptor{man.Config}, man.Layers...) {
+		var blobs []ocispec.Descriptor
+		if man.Config.Digest != "" { // an index has no config and no layers
+			blobs = append([]ocispec.Descriptor{man.Config}, man.Layers...)
+		}
+		for _, b := range blobs {
 			if _, ok := s.blobs[b.Digest]; !ok {
 				stubError(w, http.StatusBadRequest, "MANIFEST_BLOB_UNKNOWN")
 				return
