@@ -7,6 +7,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 FUZZTIME  ?= 10s
+BENCHFLAGS ?=
 
 .PHONY: all build deps test unit e2e demo bench fuzz vet clean
 
@@ -37,7 +38,7 @@ demo: deps build
 	$(GO) run ./internal/demo -bin $(BIN)
 
 bench: deps build
-	$(GO) run ./internal/bench -bin $(BIN)
+	$(GO) run ./internal/bench -bin $(BIN) $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./relocator ./fixup
 
 fuzz:

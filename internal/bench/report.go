@@ -1,0 +1,228 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+)
+
+// printReport writes the markdown report.
+func printReport(w io.Writer, res *results) {
+	cfg, sc := res.cfg, res.sc
+	jobs := "8 (default)"
+	if cfg.jobs > 0 {
+		jobs = fmt.Sprint(cfg.jobs)
+	}
+	craneJobs := fmt.Sprintf("%d (default: GOMAXPROCS)", runtime.NumCPU())
+	if cfg.craneJobs > 0 {
+		craneJobs = fmt.Sprint(cfg.craneJobs)
+	}
+	craneText := fmt.Sprintf("crane %s, --jobs %s, one `crane copy` per image in sequence", orDash(res.crane), craneJobs)
+	if cfg.noCrane {
+		craneText = "crane not run (-no-crane)"
+	}
+	fmt.Fprintf(w, "## cnab-relocate vs crane copy\n\n")
+	fmt.Fprintf(w, "Scenario: %d images (%d multi-arch with 2 platforms: %d platforms, %d manifests and indexes), "+
+		"%d distinct blobs, %s unique, %s counting shared layers once per image. "+
+		"Two local registries (docker-registry, plain HTTP on 127.0.0.1), each behind a counting proxy; every tool goes through the proxies. "+
+		"Registry storage under %s; %s. "+
+		"cnab-relocate --jobs %s; %s. "+
+		"%d CPUs; median of %d run(s); seeding took %.1fs, the whole bench %.0fs.\n\n",
+		cfg.images, cfg.multiarch, sc.platforms, sc.manifests, sc.uniqueBlobs, mibs(sc.uniqueBytes), mibs(sc.perImageBytes),
+		os.TempDir(), latencyText(cfg), jobs, craneText, runtime.NumCPU(), cfg.runs, res.seeding.Seconds(), res.total.Seconds())
+
+	fmt.Fprintln(w, "| case | wall s | images/s | MiB/s | MiB uploaded | blob uploads | mounts | requests | /v2/ pings | peak RSS MiB | client CPU s | machine CPU s |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, name := range order {
+		ms := res.cases[name]
+		if len(ms) == 0 {
+			continue
+		}
+		m := median(ms)
+		n, bytes := cfg.images, sc.uniqueBytes
+		if name == cnabBig || name == craneBig {
+			n, bytes = 1, res.bigBytes
+		}
+		wall := fmt.Sprintf("%.2f", m.wall.Seconds())
+		if len(ms) > 1 {
+			var all []string
+			for _, x := range ms {
+				all = append(all, fmt.Sprintf("%.2f", x.wall.Seconds()))
+			}
+			wall += " (" + strings.Join(all, ", ") + ")"
+		}
+		fmt.Fprintf(w, "| %s | %s | %.1f | %.0f | %.1f | %d | %d | %d | %d | %.0f | %.1f | %.1f |\n",
+			label(name, cfg), wall, float64(n)/m.wall.Seconds(), float64(bytes)/mib/m.wall.Seconds(),
+			float64(m.uploaded)/mib, m.uploads(), m.mounts(), m.requests(), m.pings(), float64(m.rss)/mib, m.cpu.Seconds(), (m.cpu + m.serverCPU).Seconds())
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "MiB/s is the bundle's unique bytes over wall time (how fast the bundle is relocated, not what crossed the wire). "+
+		"Requests are manifest, blob, upload and mount requests on both proxies; /v2/ pings are counted apart. "+
+		"Mounts are successful cross-repository mounts (POST ?mount= minus those that fell back to an upload).")
+	fmt.Fprintln(w)
+
+	get := func(name string) *measure {
+		if ms := res.cases[name]; len(ms) > 0 {
+			m := median(ms)
+			return &m
+		}
+		return nil
+	}
+	cold, warm, same := get(cnabCold), get(cnabWarm), get(cnabSame)
+	cCold, cWarm, cSame := get(craneCold), get(craneWarm), get(craneSame)
+	if cCold != nil {
+		fmt.Fprintln(w, "Ratios, cnab-relocate / crane (wall: median of the per-run ratios, each run measuring both tools back to back):")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "| case | wall | machine CPU | bytes uploaded | requests |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
+		for _, p := range []struct {
+			name string
+			a, b string
+		}{{"cold", cnabCold, craneCold}, {"warm", cnabWarm, craneWarm}, {"same-registry", cnabSame, craneSame}} {
+			a, b := get(p.a), get(p.b)
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", p.name,
+				fmt.Sprintf("%.2f×", pairedRatio(res.cases[p.a], res.cases[p.b])),
+				ratio((a.cpu+a.serverCPU).Seconds(), (b.cpu+b.serverCPU).Seconds()),
+				ratio(float64(a.uploaded), float64(b.uploaded)), ratio(float64(a.requests()), float64(b.requests())))
+		}
+		fmt.Fprintln(w)
+	}
+
+	fmt.Fprintln(w, "Targets (issue 7):")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| target | measured | met |")
+	fmt.Fprintln(w, "|---|---|---|")
+	if cCold != nil {
+		r := pairedRatio(res.cases[cnabCold], res.cases[craneCold])
+		fmt.Fprintf(w, "| cold wall time ≤ 0.8× crane loop | %.2fs vs %.2fs (medians); %.2f× | %s |\n", cold.wall.Seconds(), cCold.wall.Seconds(), r, yes(r <= 0.8))
+	} else {
+		fmt.Fprintf(w, "| cold wall time ≤ 0.8× crane loop | not run (-no-crane) | – |\n")
+	}
+	fmt.Fprintf(w, "| cold bytes uploaded = unique bytes | %d vs %d (%s) | %s |\n", cold.uploaded, sc.uniqueBytes, diff(cold.uploaded, sc.uniqueBytes), yes(cold.uploaded == sc.uniqueBytes))
+	fmt.Fprintf(w, "| warm requests ≤ %d (one per image; pings apart) | %d requests + %d pings | %s |\n", cfg.images, warm.requests(), warm.pings(), yes(warm.requests() <= cfg.images))
+	fmt.Fprintf(w, "| same-registry uploads 0 bytes, every blob mounted | %d bytes, %d uploads, %d mounts of %d blob placements | %s |\n",
+		same.uploaded, same.uploads(), same.mounts(), sc.blobPlacements, yes(same.uploaded == 0 && same.uploads() == 0 && same.mounts() == sc.blobPlacements))
+	if big := get(cnabBig); big != nil {
+		craneRSS := "crane not run"
+		if cb := get(craneBig); cb != nil {
+			craneRSS = fmt.Sprintf("crane: %.1f MiB", float64(cb.rss)/mib)
+		}
+		fmt.Fprintf(w, "| peak RSS < 100 MiB copying a %s layer | %.1f MiB (%s) | %s |\n", sizeName(cfg.bigMiB), float64(big.rss)/mib, craneRSS, yes(big.rss < 100*mib))
+	} else {
+		fmt.Fprintf(w, "| peak RSS < 100 MiB copying a 1 GiB layer | not run (-big) | – |\n")
+	}
+	craneRSS := ""
+	if cCold != nil {
+		craneRSS = fmt.Sprintf(" (crane: %.1f MiB)", float64(cCold.rss)/mib)
+	}
+	fmt.Fprintf(w, "| (peak RSS of the cold run, for reference) | %.1f MiB%s | |\n", float64(cold.rss)/mib, craneRSS)
+	_, _ = cWarm, cSame
+	fmt.Fprintln(w)
+
+	fmt.Fprintln(w, "Where the CPU goes (median run; seconds of user + system time):")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| case | client | source registry | target registry | proxies (bench process) | total | total / wall |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
+	for _, name := range order {
+		m := get(name)
+		if m == nil {
+			continue
+		}
+		tgt := fmt.Sprintf("%.2f", m.tgtCPU.Seconds())
+		if name == cnabSame || name == craneSame {
+			tgt = "(the source)"
+		}
+		total := m.cpu + m.serverCPU
+		fmt.Fprintf(w, "| %s | %.2f | %.2f | %s | %.2f | %.2f | %.2f |\n", label(name, cfg), m.cpu.Seconds(), m.srcCPU.Seconds(), tgt,
+			m.proxyCPU.Seconds(), total.Seconds(), total.Seconds()/m.wall.Seconds())
+	}
+	fmt.Fprintln(w)
+
+	fmt.Fprintln(w, "Requests by kind (median run):")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| case | source proxy | target proxy |")
+	fmt.Fprintln(w, "|---|---|---|")
+	for _, name := range order {
+		m := get(name)
+		if m == nil {
+			continue
+		}
+		tgt := kinds(m.tgt)
+		if name == cnabSame || name == craneSame {
+			tgt = "(same registry: all on the source proxy)"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s |\n", label(name, cfg), kinds(m.src), tgt)
+	}
+	if cfg.requests != "" {
+		fmt.Fprintf(w, "\nEvery request, per case and run: %s/\n", cfg.requests)
+	}
+}
+
+// pairedRatio is the median over runs of a's wall time over b's in the same
+// run: other load on the machine hits both tools of a run alike, so this
+// is steadier than the ratio of the medians.
+func pairedRatio(a, b []measure) float64 {
+	var rs []float64
+	for i := range min(len(a), len(b)) {
+		rs = append(rs, a[i].wall.Seconds()/b[i].wall.Seconds())
+	}
+	if len(rs) == 0 {
+		return 0
+	}
+	slices.Sort(rs)
+	return rs[(len(rs)-1)/2]
+}
+
+func latencyText(cfg config) string {
+	if cfg.latency <= 0 {
+		return "no added latency"
+	}
+	return fmt.Sprintf("every request delayed %s (-latency)", cfg.latency)
+}
+
+func label(name string, cfg config) string {
+	return strings.Replace(name, "1 GiB", sizeName(cfg.bigMiB), 1)
+}
+
+func sizeName(m int) string {
+	if m%1024 == 0 {
+		return fmt.Sprintf("%d GiB", m/1024)
+	}
+	return fmt.Sprintf("%d MiB", m)
+}
+
+func mibs(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/mib) }
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		if a == 0 {
+			return "= (0 / 0)"
+		}
+		return "– (crane 0)"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+func diff(a, b int64) string {
+	if a == b {
+		return "equal"
+	}
+	return fmt.Sprintf("%+d bytes, %+.1f%%", a-b, 100*float64(a-b)/float64(b))
+}
+
+func yes(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "**no**"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "(unknown version)"
+	}
+	return s
+}
