@@ -39,22 +39,15 @@ func (r *Resolver) Tags(ctx context.Context, repo string) ([]string, error) {
 	var tags []string
 	next := "/tags/list?n=1000"
 	for page := 0; next != "" && page < maxTagPages; page++ {
-		resp, err := r.get(ctx, named, next, "application/json")
-		if err != nil {
-			return nil, err
-		}
-		if unsupported(resp) {
-			resp.Body.Close()
-			return tags, nil
-		}
 		var body struct {
 			Tags []string `json:"tags"`
 		}
-		if err := decode(resp, &body); err != nil {
-			return nil, err
+		found, link, err := r.getJSON(ctx, named, next, "application/json", &body)
+		if err != nil || !found {
+			return tags, err
 		}
 		tags = append(tags, body.Tags...)
-		next = nextLink(resp.Header.Get("Link"), reference.Path(named))
+		next = nextLink(link, reference.Path(named))
 	}
 	return tags, nil
 }
@@ -68,19 +61,40 @@ func (r *Resolver) Referrers(ctx context.Context, repo string, subject digest.Di
 	if err != nil {
 		return nil, false, err
 	}
-	resp, err := r.get(ctx, named, "/referrers/"+subject.String(), ocispec.MediaTypeImageIndex)
-	if err != nil {
-		return nil, false, err
-	}
-	if unsupported(resp) {
-		resp.Body.Close()
-		return nil, false, nil
-	}
 	var idx ocispec.Index
-	if err := decode(resp, &idx); err != nil {
+	found, _, err := r.getJSON(ctx, named, "/referrers/"+subject.String(), ocispec.MediaTypeImageIndex, &idx)
+	if err != nil || !found {
 		return nil, false, err
 	}
 	return idx.Manifests, true, nil
+}
+
+// getJSON GETs path and decodes its JSON body into v. found is false when
+// the registry has no such endpoint or repository (see unsupported). A
+// body cut off in transit is fetched again, up to the resolver's retries:
+// the transport retries failed requests, not failed reads. link is the
+// response's Link header.
+func (r *Resolver) getJSON(ctx context.Context, named reference.Named, path, accept string, v any) (found bool, link string, err error) {
+	for attempt := 0; ; attempt++ {
+		resp, err := r.get(ctx, named, path, accept)
+		if err != nil {
+			return false, "", err
+		}
+		if unsupported(resp) {
+			resp.Body.Close()
+			return false, "", nil
+		}
+		err = decode(resp, v)
+		if err == nil {
+			return true, resp.Header.Get("Link"), nil
+		}
+		if !IsTransientError(err) || attempt >= r.hosts.opts.Retries || ctx.Err() != nil {
+			return false, "", err
+		}
+		if err := sleep(ctx, Backoff(attempt)); err != nil {
+			return false, "", err
+		}
+	}
 }
 
 // get sends an authorised GET for path under /v2/<repo>, answering the
@@ -149,7 +163,11 @@ func decode(resp *http.Response, v any) error {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return fmt.Errorf("GET %s: %s: %s", resp.Request.URL.Redacted(), resp.Status, strings.TrimSpace(string(body)))
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(v); err != nil {
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", resp.Request.URL.Redacted(), err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
 		return fmt.Errorf("GET %s: %w", resp.Request.URL.Redacted(), err)
 	}
 	return nil
