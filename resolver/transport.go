@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -90,6 +91,41 @@ type retryTransport struct {
 	base    http.RoundTripper
 	retries int
 	logger  *slog.Logger
+
+	// gates holds, per host, the time before which no request is sent:
+	// a 429 slows every request to that host, not only the one refused.
+	gates sync.Map // host -> *gate
+}
+
+type gate struct {
+	mu    sync.Mutex
+	until time.Time
+}
+
+// hold waits until host's gate opens.
+func (t *retryTransport) hold(ctx context.Context, host string) error {
+	g, ok := t.gates.Load(host)
+	if !ok {
+		return nil
+	}
+	g.(*gate).mu.Lock()
+	wait := time.Until(g.(*gate).until)
+	g.(*gate).mu.Unlock()
+	if wait <= 0 {
+		return nil
+	}
+	return sleep(ctx, wait)
+}
+
+// close shuts host's gate for d.
+func (t *retryTransport) close(host string, d time.Duration) {
+	v, _ := t.gates.LoadOrStore(host, &gate{})
+	g := v.(*gate)
+	g.mu.Lock()
+	if until := time.Now().Add(d); until.After(g.until) {
+		g.until = until
+	}
+	g.mu.Unlock()
 }
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -104,6 +140,9 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			r = req.Clone(req.Context())
 			r.Body = body
 		}
+		if err := t.hold(req.Context(), req.URL.Host); err != nil {
+			return nil, err
+		}
 		resp, err := t.base.RoundTrip(r)
 		if !transient(resp, err) {
 			return resp, err
@@ -117,6 +156,9 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
+			if resp.StatusCode == http.StatusTooManyRequests {
+				t.close(req.URL.Host, wait)
+			}
 		}
 		if last {
 			if resp != nil {
