@@ -3,8 +3,10 @@ package fixup
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sort"
 	"strconv"
@@ -85,6 +87,10 @@ func (i Image) Digest() (digest.Digest, error) {
 func LoadFile(path string) (*Bundle, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is named once, below
+		}
 		return nil, invalid(fmt.Errorf("%w %s: %v", ErrInvalidBundle, path, err))
 	}
 	b, err := Parse(data)
