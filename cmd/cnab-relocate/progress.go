@@ -10,11 +10,12 @@ import (
 
 // progress prints one plain line per notable event.
 type progress struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu     sync.Mutex
+	w      io.Writer
+	failed map[string]bool
 }
 
-func newProgress(w io.Writer) *progress { return &progress{w: w} }
+func newProgress(w io.Writer) *progress { return &progress{w: w, failed: map[string]bool{}} }
 
 func (p *progress) wait() {}
 
@@ -29,6 +30,12 @@ func (p *progress) event(e fixup.Event) {
 	case fixup.ImageDone:
 		fmt.Fprintf(p.w, "done     %s -> %s\n", e.Image, e.Target)
 	case fixup.ImageFailed:
-		fmt.Fprintf(p.w, "failed   %s: %v\n", e.Image, e.Err)
+		// Once per image; the final error says why.
+		if !p.failed[e.Image] {
+			p.failed[e.Image] = true
+			fmt.Fprintf(p.w, "failed   %s\n", e.Image)
+		}
+	case fixup.ReferrerFailed:
+		fmt.Fprintf(p.w, "warning  %s: referrer not copied: %v\n", e.Image, e.Err)
 	}
 }
