@@ -73,35 +73,6 @@ func (r *ExportResult) Close() error {
 	return err
 }
 
-// exportJob is the work for one distinct image reference.
-type exportJob struct {
-	img   Image
-	want  digest.Digest
-	root  ocispec.Descriptor
-	graph *graph
-	refs  []referrerGraph
-	fetch remotes.Fetcher
-	start time.Time
-
-	mu  sync.Mutex
-	res ImageResult
-	err error
-}
-
-func (j *exportJob) fail(err error) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.err == nil {
-		j.err = err
-	}
-}
-
-func (j *exportJob) failed() error {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return j.err
-}
-
 type exporter struct {
 	opts  ExportOptions
 	src   RegistrySource
@@ -119,7 +90,7 @@ func (x *exporter) emit(ev Event) {
 	x.opts.OnEvent(ev)
 }
 
-func (x *exporter) sourceErr(j *exportJob, what string, err error) error {
+func (x *exporter) sourceErr(j *job, what string, err error) error {
 	if errors.Is(err, ErrInvalidInput) {
 		return err
 	}
@@ -127,7 +98,7 @@ func (x *exporter) sourceErr(j *exportJob, what string, err error) error {
 	return sideError{ErrSource, fmt.Errorf("%s: %s: %w", x.src.Name(j.img), what, explain(host, err))}
 }
 
-func (x *exporter) failJob(j *exportJob, err error) {
+func (x *exporter) failJob(j *job, err error) {
 	j.fail(err)
 	x.emit(Event{Kind: ImageFailed, Image: j.img.Ref, Err: err})
 }
@@ -155,22 +126,14 @@ func Export(ctx context.Context, b *Bundle, opts ExportOptions) (_ *ExportResult
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	res := &ExportResult{}
-	var jobs []*exportJob
-	seen := map[string]bool{}
-	for _, img := range b.Images {
-		if !img.Relocatable() {
-			res.Skipped = append(res.Skipped, img)
-			continue
-		}
-		if seen[img.Ref] {
-			continue
-		}
-		seen[img.Ref] = true
-		want, err := img.Digest()
-		if err != nil {
-			return nil, err
-		}
-		jobs = append(jobs, &exportJob{img: img, want: want, res: ImageResult{Source: img.Ref}})
+	images, skipped, err := distinctImages(b)
+	if err != nil {
+		return nil, err
+	}
+	res.Skipped = skipped
+	jobs := make([]*job, len(images))
+	for i, img := range images {
+		jobs[i] = &job{img: img.Image, want: img.Digest, res: ImageResult{Source: img.Image.Ref}}
 	}
 
 	dir, err := os.MkdirTemp("", "cnab-relocate-export-*")
@@ -211,7 +174,7 @@ func Export(ctx context.Context, b *Bundle, opts ExportOptions) (_ *ExportResult
 
 	// 3. Manifests, and the index entry naming each image.
 	for _, j := range jobs {
-		if j.graph == nil || j.failed() != nil {
+		if j.graph == nil || j.failedErr() != nil {
 			continue
 		}
 		if err := x.storeManifests(ctx, j); err != nil {
@@ -243,7 +206,7 @@ func Export(ctx context.Context, b *Bundle, opts ExportOptions) (_ *ExportResult
 		r.Duration = time.Since(j.start)
 		r.Digest = j.root.Digest
 		r.MediaType = j.root.MediaType
-		if err := j.failed(); err != nil {
+		if err := j.failedErr(); err != nil {
 			r.Err = fmt.Errorf("exporting %s: %w", j.img.Ref, err)
 			errs = append(errs, r.Err)
 		}
@@ -260,7 +223,7 @@ func Export(ctx context.Context, b *Bundle, opts ExportOptions) (_ *ExportResult
 }
 
 // plan resolves j's root and fetches its manifests.
-func (x *exporter) plan(ctx context.Context, j *exportJob) error {
+func (x *exporter) plan(ctx context.Context, j *job) error {
 	x.emit(Event{Kind: ImageStarted, Image: j.img.Ref})
 	root, err := x.src.Resolve(ctx, j.img, j.want)
 	if err != nil {
@@ -289,14 +252,14 @@ func (x *exporter) plan(ctx context.Context, j *exportJob) error {
 // exportBlob is one unique blob and the images that need it.
 type exportBlob struct {
 	desc  ocispec.Descriptor
-	users []*exportJob
+	users []*job
 }
 
-func (x *exporter) fetchBlobs(ctx context.Context, jobs []*exportJob) error {
+func (x *exporter) fetchBlobs(ctx context.Context, jobs []*job) error {
 	tasks := map[digest.Digest]*exportBlob{}
 	var order []*exportBlob
 	for _, j := range jobs {
-		if j.graph == nil || j.failed() != nil {
+		if j.graph == nil || j.failedErr() != nil {
 			continue
 		}
 		for _, b := range j.graph.blobs {
@@ -325,9 +288,9 @@ func (x *exporter) fetchBlobs(ctx context.Context, jobs []*exportJob) error {
 // needs it and has not failed, and credits the others as skipped. A failure
 // fails every image that needs the blob.
 func (x *exporter) fetchBlob(ctx context.Context, t *exportBlob) {
-	var owner *exportJob
+	var owner *job
 	for _, u := range t.users {
-		if u.failed() == nil {
+		if u.failedErr() == nil {
 			owner = u
 			break
 		}
@@ -365,7 +328,7 @@ type localError struct{ err error }
 func (e localError) Error() string   { return e.err.Error() }
 func (e localError) Unwrap() []error { return []error{ErrOutput, e.err} }
 
-func (x *exporter) fetchBlobOnce(ctx context.Context, j *exportJob, desc ocispec.Descriptor) error {
+func (x *exporter) fetchBlobOnce(ctx context.Context, j *job, desc ocispec.Descriptor) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	rc, err := j.fetch.Fetch(ctx, desc)
@@ -392,7 +355,7 @@ func (x *exporter) fetchBlobOnce(ctx context.Context, j *exportJob, desc ocispec
 
 // storeManifests writes j's manifests to the layout, byte for byte as
 // fetched, children first.
-func (x *exporter) storeManifests(ctx context.Context, j *exportJob) error {
+func (x *exporter) storeManifests(ctx context.Context, j *job) error {
 	nodes := j.graph.manifests
 	for _, r := range j.refs {
 		nodes = append(nodes, r.graph.manifests...)

@@ -1,7 +1,6 @@
 package fixup
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/distribution/reference"
@@ -43,12 +42,38 @@ func (p PlanEntry) TargetString(m *relocator.Mapping) string {
 // when an image's digest is invalid or when two source repositories would
 // share a target repository.
 func NewPlan(b *Bundle, m *relocator.Mapping) (*Plan, error) {
-	p := &Plan{}
+	images, skipped, err := distinctImages(b)
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{Skipped: skipped}
+	srcs := make([]reference.Named, 0, len(images))
+	for _, e := range images {
+		if e.Digest != "" || m.Kind() != relocator.ManyToOne {
+			t, err := m.Map(e.Image.Named, e.Digest)
+			if err != nil {
+				return nil, invalid(fmt.Errorf("%s (%s): %w", e.Image.Ref, e.Image.Field, err))
+			}
+			e.Target = t
+		}
+		p.Entries = append(p.Entries, e)
+		srcs = append(srcs, e.Image.Named)
+	}
+	if err := m.Check(srcs); err != nil {
+		return nil, invalid(err)
+	}
+	return p, nil
+}
+
+// distinctImages returns the relocatable images of b, one per reference as
+// written, in bundle order, each with the digest the bundle records, and
+// the images left alone because of their type. An invalid contentDigest is
+// an error naming the image.
+func distinctImages(b *Bundle) (images []PlanEntry, skipped []Image, err error) {
 	seen := map[string]bool{}
-	var srcs []reference.Named
 	for _, img := range b.Images {
 		if !img.Relocatable() {
-			p.Skipped = append(p.Skipped, img)
+			skipped = append(skipped, img)
 			continue
 		}
 		if seen[img.Ref] {
@@ -57,23 +82,11 @@ func NewPlan(b *Bundle, m *relocator.Mapping) (*Plan, error) {
 		seen[img.Ref] = true
 		d, err := img.Digest()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		e := PlanEntry{Image: img, Digest: d}
-		if d != "" || m.Kind() != relocator.ManyToOne {
-			t, err := m.Map(img.Named, d)
-			if err != nil {
-				return nil, invalid(fmt.Errorf("%s (%s): %w", img.Ref, img.Field, err))
-			}
-			e.Target = t
-		}
-		p.Entries = append(p.Entries, e)
-		srcs = append(srcs, img.Named)
+		images = append(images, PlanEntry{Image: img, Digest: d})
 	}
-	if err := m.Check(srcs); err != nil {
-		return nil, invalid(err)
-	}
-	return p, nil
+	return images, skipped, nil
 }
 
 // Mapping returns the relocation mapping the plan knows without network
@@ -87,5 +100,3 @@ func (p *Plan) Mapping() map[string]string {
 	}
 	return out
 }
-
-var errIncompletePlan = errors.New("the plan needs digests the bundle does not record")
