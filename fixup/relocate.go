@@ -57,10 +57,9 @@ type job struct {
 	fetch  remotes.Fetcher
 	start  time.Time
 
-	mu     sync.Mutex
-	res    ImageResult
-	err    error
-	failed bool
+	mu  sync.Mutex
+	res ImageResult
+	err error
 }
 
 func (j *job) fail(err error) {
@@ -69,7 +68,6 @@ func (j *job) fail(err error) {
 	if j.err == nil {
 		j.err = err
 	}
-	j.failed = true
 }
 
 func (j *job) failedErr() error {
