@@ -162,6 +162,20 @@ func TestAuthTLS(t *testing.T) {
 		t.FailNow()
 	}
 
+	t.Run("export", func(t *testing.T) {
+		out := t.TempDir()
+		archive := filepath.Join(out, "app.tgz")
+		args := append([]string{"export", bundlePath, "--output", archive}, cas...)
+		if r := cli(t, []string{dockerConfig(t, goodConfig)}, args...); r.code != 0 {
+			t.Errorf("export with the source's login exited %d", r.code)
+		}
+		// Without the source's login: exit 1 naming the source host, no archive.
+		os.Remove(archive)
+		onlyDst := map[string]any{"auths": map[string]any{dst.Host: login(dstUser, dstPass)}}
+		r := cli(t, []string{dockerConfig(t, onlyDst)}, args...)
+		failsCleanly(t, r, out, src.Host)
+	})
+
 	t.Run("verify", func(t *testing.T) {
 		if r := cli(t, []string{dockerConfig(t, goodConfig)}, append([]string{"verify", bundlePath, "--relocation-mapping", mapPath}, cas...)...); r.code != 0 {
 			t.Errorf("verify exited %d", r.code)
