@@ -16,20 +16,19 @@ import (
 	"github.com/cnabio/cnab-relocate/relocator"
 )
 
-// sharedDir finds ../shared next to the repository (CI lays it there).
-func sharedDir(t testing.TB) string {
+// testdataDir is the repository's testdata/ (real-bundles, cnab-spec), found
+// from this package's directory.
+func testdataDir(t testing.TB) string {
 	t.Helper()
-	for _, d := range []string{"../../shared", "../shared", "../../../shared"} {
-		if st, err := os.Stat(filepath.Join(d, "real-bundles")); err == nil && st.IsDir() {
-			return d
-		}
+	d := filepath.Join("..", "testdata")
+	if st, err := os.Stat(filepath.Join(d, "real-bundles")); err != nil || !st.IsDir() {
+		t.Fatalf("testdata/real-bundles not found in the repository (%s): %v", d, err)
 	}
-	t.Fatal("shared/ with real-bundles not found next to the repository")
-	return ""
+	return d
 }
 
 func TestLoadRealBundles(t *testing.T) {
-	dir := sharedDir(t)
+	dir := testdataDir(t)
 	files, _ := filepath.Glob(filepath.Join(dir, "real-bundles", "*.json"))
 	examples, _ := filepath.Glob(filepath.Join(dir, "cnab-spec", "examples", "*-bundle.json"))
 	files = append(files, examples...)

@@ -1,4 +1,7 @@
-package registrytest_test
+package e2e
+
+// The fault proxy of internal/registrytest against a real docker-registry; moved
+// here from internal/registrytest so that make unit runs without the binary.
 
 import (
 	"bytes"
@@ -17,13 +20,13 @@ import (
 	"github.com/cnabio/cnab-relocate/internal/registrytest"
 )
 
-// plainClient is an HTTP client that never retries and never shares connections between
+// harnessPlainClient is an HTTP client that never retries and never shares connections between
 // subtests, so each fault is seen exactly as the proxy made it.
-func plainClient() *http.Client {
+func harnessPlainClient() *http.Client {
 	return &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}, Timeout: 10 * time.Second}
 }
 
-func TestFaultProxy(t *testing.T) {
+func TestHarnessFaultProxy(t *testing.T) {
 	reg := registrytest.Start(t, registrytest.Options{})
 	ctx := context.Background()
 	data := registrytest.RandomBytes(7, 256<<10)
@@ -36,7 +39,7 @@ func TestFaultProxy(t *testing.T) {
 	}
 	get := func(t *testing.T, p *registrytest.FaultProxy) (*http.Response, []byte, error) {
 		t.Helper()
-		resp, err := plainClient().Get(blobURL(p))
+		resp, err := harnessPlainClient().Get(blobURL(p))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -112,7 +115,7 @@ func TestFaultProxy(t *testing.T) {
 			Match: registrytest.MatchKind("PUT blob"), Fault: registrytest.Fault{Kind: registrytest.FaultResetRequest, After: 10 << 10}, Times: 1,
 		}}})
 		defer p.Close()
-		c := registrytest.NewClient(p.URL, plainClient(), "", "")
+		c := registrytest.NewClient(p.URL, harnessPlainClient(), "", "")
 		other := registrytest.RandomBytes(8, 200<<10)
 		if _, err := c.PushBlob(ctx, "fault/put", other); err == nil {
 			t.Fatal("first push through the proxy succeeded; want a reset")
