@@ -12,23 +12,22 @@ import (
 	"github.com/cnabio/cnab-relocate/fixup"
 )
 
-// sharedDir finds shared/ next to the repository (CI lays it there).
-func sharedDir(t testing.TB) string {
+// testdataDir is the repository's testdata/ (cnab-spec, real-bundles), found
+// from this package's directory.
+func testdataDir(t testing.TB) string {
 	t.Helper()
-	for _, d := range []string{"../../shared", "../shared"} {
-		if st, err := os.Stat(filepath.Join(d, "cnab-spec")); err == nil && st.IsDir() {
-			return d
-		}
+	d := filepath.Join("..", "testdata")
+	if st, err := os.Stat(filepath.Join(d, "cnab-spec")); err != nil || !st.IsDir() {
+		t.Fatalf("testdata/cnab-spec not found in the repository (%s): %v", d, err)
 	}
-	t.Fatal("shared/cnab-spec not found next to the repository")
-	return ""
+	return d
 }
 
 // validate checks the JSON file at path against a CNAB schema from
-// shared/cnab-spec/schema. References resolve locally; nothing is fetched.
+// testdata/cnab-spec/schema. References resolve locally; nothing is fetched.
 func validate(t testing.TB, schema, path string) {
 	t.Helper()
-	dir := filepath.Join(sharedDir(t), "cnab-spec", "schema")
+	dir := filepath.Join(testdataDir(t), "cnab-spec", "schema")
 	c := jsonschema.NewCompiler()
 	for _, name := range []string{"bundle.schema.json", "definitions.schema.json", "relocation-mapping.schema.json"} {
 		f, err := os.Open(filepath.Join(dir, name))
@@ -71,7 +70,7 @@ func canonical(t testing.TB, data []byte) string {
 	if err := dec.Decode(&v); err != nil {
 		t.Fatal(err)
 	}
-	out, err := fixup.Canonical(v)
+	out, err := fixup.CanonicalJSON(v)
 	if err != nil {
 		t.Fatal(err)
 	}

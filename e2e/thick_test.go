@@ -92,6 +92,40 @@ func TestThickFromSkopeoLayout(t *testing.T) {
 		t.Fatalf("fixup exited %d", r.code)
 	}
 	checkRelocated(t, f, dst, mapPath, f.refs, "index", "oci")
+
+	// export re-packs the foreign archive into this tool's form (layout to
+	// layout, no registry: the source is gone), deterministically, with
+	// bundle.json byte for byte; the re-packed archive relocates with the
+	// same digests.
+	repacked := filepath.Join(dir, "repacked.tgz")
+	if r := cli(t, nil, "export", archive, "--output", repacked); r.code != 0 {
+		t.Fatalf("export of the skopeo archive exited %d", r.code)
+	}
+	again := filepath.Join(dir, "again.tgz")
+	if r := cli(t, nil, "export", repacked, "--output", again); r.code != 0 {
+		t.Fatalf("export of the re-packed archive exited %d", r.code)
+	}
+	if a, b := readFile(t, repacked), readFile(t, again); !bytes.Equal(a, b) {
+		t.Error("re-packing this tool's archive changed it")
+	}
+	if got, want := tarFile(t, repacked, "bundle.json"), tarFile(t, archive, "bundle.json"); !bytes.Equal(got, want) {
+		t.Error("bundle.json changed when re-packed")
+	}
+	dst2 := registrytest.Start(t, registrytest.Options{})
+	mapPath2 := filepath.Join(dir, "m2.json")
+	if r := cli(t, nil, "fixup", repacked, "--repository-prefix", dst2.Host+"/from-skopeo", "--relocation-mapping", mapPath2); r.code != 0 {
+		t.Fatalf("fixup of the re-packed archive exited %d", r.code)
+	}
+	checkRelocated(t, f, dst2, mapPath2, f.refs, "index", "oci")
+}
+
+func readFile(t testing.TB, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 func TestThickBadArchives(t *testing.T) {

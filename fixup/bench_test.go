@@ -386,7 +386,7 @@ func BenchmarkRelocate(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	opts := Options{Mapping: m, Resolver: r}
+	opts := Options{Mapping: m, ClientOptions: ClientOptions{Resolver: r}}
 	relocate := func(b *testing.B) *Result {
 		res, err := Relocate(context.Background(), bun, opts)
 		if err != nil {

@@ -31,6 +31,7 @@ type Bundle struct {
 	Images []Image
 
 	doc  map[string]any
+	raw  []byte
 	path string
 }
 
@@ -119,7 +120,7 @@ func Parse(data []byte) (*Bundle, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, invalid(fmt.Errorf("%w: unexpected data after the bundle object", ErrInvalidBundle))
 	}
-	b := &Bundle{doc: doc}
+	b := &Bundle{doc: doc, raw: data}
 
 	inv, err := optional[[]any](doc, "invocationImages")
 	if err != nil {
@@ -275,7 +276,7 @@ func (b *Bundle) Rewrite(mapping map[string]string, digests map[string]digest.Di
 		}
 		set(lookupEntry(doc, img.Field))
 	}
-	return Canonical(doc)
+	return CanonicalJSON(doc)
 }
 
 // lookupEntry finds the image entry named by field in doc.
@@ -305,9 +306,9 @@ func deepCopy(v any) any {
 	return v
 }
 
-// Canonical encodes v as canonical JSON: compact, object keys sorted
+// CanonicalJSON encodes v as canonical JSON: compact, object keys sorted
 // bytewise at every level, no HTML escaping, numbers as written.
-func Canonical(v any) ([]byte, error) {
+func CanonicalJSON(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -316,6 +317,10 @@ func Canonical(v any) ([]byte, error) {
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
+
+// Raw returns the bytes the bundle was parsed from, unchanged (CNAB
+// signatures cover them). The caller must not modify them.
+func (b *Bundle) Raw() []byte { return b.raw }
 
 // Path is the file the bundle was loaded from ("" when parsed from memory).
 func (b *Bundle) Path() string { return b.path }

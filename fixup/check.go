@@ -8,7 +8,6 @@ import (
 
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/remotes"
-	"github.com/containerd/log"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
@@ -52,7 +51,7 @@ func Verify(ctx context.Context, b *Bundle, mapping map[string]string, opts Veri
 	if opts.Jobs <= 0 {
 		opts.Jobs = DefaultJobs
 	}
-	ctx = log.WithLogger(ctx, discardLogger)
+	ctx = withoutLogs(ctx)
 	var checks []*Check
 	seen := map[string]bool{}
 	for _, img := range b.Images {
@@ -130,7 +129,7 @@ func headTarget(ctx context.Context, r remotes.Resolver, target string, want dig
 		if errdefs.IsNotFound(err) {
 			return "", fmt.Errorf("%w: %s: missing from the target", ErrNotRelocated, target)
 		}
-		return "", sideError{ErrTarget, fmt.Errorf("target registry %s: checking %s: %w", reference.Domain(named), target, explain(reference.Domain(named), err))}
+		return "", sideError{ErrTarget, fmt.Errorf("target registry %s: checking %s: %w", reference.Domain(named), target, registryError(reference.Domain(named), err))}
 	}
 	if want != "" && desc.Digest != want {
 		return desc.Digest, fmt.Errorf("%w: %s: target has %s, the bundle records %s", ErrNotRelocated, target, desc.Digest, want)

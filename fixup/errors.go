@@ -1,11 +1,25 @@
 package fixup
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
 
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/remotes/docker"
+	remoteserrors "github.com/containerd/containerd/remotes/errors"
+
+	"github.com/cnabio/cnab-relocate/internal/retry"
 	"github.com/cnabio/cnab-relocate/layout"
+	"github.com/cnabio/cnab-relocate/resolver"
 )
 
+// Sentinel errors. Every error of this package that they describe matches
+// them with errors.Is; none names a command-line flag.
 var (
 	// ErrInvalidInput marks errors in what the caller gave: the bundle, an
 	// image reference or digest in it, the options. The CLI exits 2 for them.
@@ -19,13 +33,112 @@ var (
 	// digest the bundle or the descriptor pointing at it says it has. It is
 	// layout.ErrDigestMismatch, so errors from a layout match it as they are.
 	ErrDigestMismatch = layout.ErrDigestMismatch
+	// ErrNotFound is returned, wrapped, when an image, manifest or blob is
+	// not where it was looked for. It is containerd's errdefs.ErrNotFound.
+	ErrNotFound = errdefs.ErrNotFound
 	// ErrSource marks failures on the source side (registry or layout).
 	ErrSource = errors.New("source")
-	// ErrTarget marks failures on the target side.
+	// ErrTarget marks failures on the target side (registry or layout).
 	ErrTarget = errors.New("target")
-	// ErrOutput is returned when an output file cannot be written.
+	// ErrOutput is returned when an output (a file, an image layout) cannot
+	// be written.
 	ErrOutput = errors.New("output")
+	// ErrPlainHTTP is matched by a RegistryError from a registry that
+	// answered HTTPS with plain HTTP: it must be declared insecure
+	// (resolver.Options.Insecure) to be used.
+	ErrPlainHTTP = errors.New("registry speaks plain HTTP")
+	// ErrUnknownAuthority is matched by a RegistryError from a registry
+	// whose certificate is not signed by a trusted authority
+	// (resolver.Options.CACerts adds authorities).
+	ErrUnknownAuthority = errors.New("certificate signed by an unknown authority")
+	// ErrAuthentication is matched by a registry's refusal of the
+	// credentials, or of their absence. It is resolver.ErrAuthentication.
+	ErrAuthentication = resolver.ErrAuthentication
+	// ErrUnsupportedResolver is returned by NewClient for a resolver the
+	// engine cannot push with.
+	ErrUnsupportedResolver = errors.New("unsupported resolver")
 )
+
+// RegistryError is a failure at a registry, or on the way to it. Host is
+// the registry's host[:port]; when the registry answered, StatusCode is its
+// HTTP status and Code and Message its first error (e.g.
+// "MANIFEST_BLOB_UNKNOWN"). It matches ErrPlainHTTP, ErrUnknownAuthority
+// and ErrAuthentication where they apply, and whatever Err matches.
+type RegistryError struct {
+	Host       string
+	StatusCode int
+	Code       string
+	Message    string
+	Err        error
+
+	kinds []error
+}
+
+func (e *RegistryError) Error() string {
+	if slices.Contains(e.kinds, ErrAuthentication) && !errors.Is(e.Err, ErrAuthentication) {
+		return "authentication failed: " + e.Err.Error()
+	}
+	return e.Err.Error()
+}
+
+func (e *RegistryError) Unwrap() []error { return append(slices.Clone(e.kinds), e.Err) }
+
+// fetchStatus finds the status in containerd's fetcher errors, which are
+// plain strings: "unexpected status code URL: 403 Forbidden".
+var fetchStatus = regexp.MustCompile(`unexpected status code \S+: ([1-5][0-9][0-9])\b`)
+
+// registryError describes err, from or on the way to registry host, as a
+// *RegistryError. Cancellation, input errors and errors already described
+// are returned as they are.
+func registryError(host string, err error) error {
+	var re *RegistryError
+	if err == nil || errors.As(err, &re) || errors.Is(err, ErrInvalidInput) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	re = &RegistryError{Host: host, Err: err}
+	var us remoteserrors.ErrUnexpectedStatus
+	var se *resolver.StatusError
+	var de docker.Error
+	switch {
+	case errors.As(err, &us):
+		re.StatusCode = us.StatusCode
+		re.Code, re.Message = errorBody(us.Body)
+	case errors.As(err, &se):
+		re.StatusCode = se.StatusCode
+	case errors.As(err, &de):
+		re.Code, re.Message = de.Code.Descriptor().Value, de.Message
+	}
+	if m := fetchStatus.FindStringSubmatch(err.Error()); m != nil && re.StatusCode == 0 {
+		re.StatusCode, _ = strconv.Atoi(m[1])
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "server gave HTTP response to HTTPS client"):
+		re.kinds = append(re.kinds, ErrPlainHTTP)
+	case strings.Contains(msg, "certificate signed by unknown authority") || (retry.TLSFailure(err) && strings.Contains(msg, "x509:")):
+		re.kinds = append(re.kinds, ErrUnknownAuthority)
+	case errors.Is(err, docker.ErrInvalidAuthorization) || re.StatusCode == 401 ||
+		strings.Contains(msg, "401 Unauthorized") || strings.Contains(msg, "authorization"):
+		re.kinds = append(re.kinds, ErrAuthentication)
+	}
+	return re
+}
+
+// errorBody returns the first error code and message of a registry's
+// error body ({"errors":[{"code":...,"message":...}]}).
+func errorBody(body []byte) (code, message string) {
+	var b struct {
+		Errors []struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"errors"`
+	}
+	if json.Unmarshal(body, &b) != nil || len(b.Errors) == 0 {
+		return "", ""
+	}
+	return b.Errors[0].Code, b.Errors[0].Message
+}
 
 // inputError wraps err so that it matches ErrInvalidInput as well as its own
 // sentinel.
@@ -49,3 +162,10 @@ func (e sideError) Error() string { return e.err.Error() }
 func (e sideError) Unwrap() []error {
 	return []error{e.side, e.err}
 }
+
+// localError marks a failure to write a local file or layout: not worth a
+// retry.
+type localError struct{ err error }
+
+func (e localError) Error() string   { return e.err.Error() }
+func (e localError) Unwrap() []error { return []error{ErrOutput, e.err} }

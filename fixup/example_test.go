@@ -2,11 +2,15 @@ package fixup_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"regexp"
 	"sort"
 	"strings"
+
+	"os"
+	"path/filepath"
 
 	"github.com/cnabio/cnab-relocate/fixup"
 	"github.com/cnabio/cnab-relocate/internal/registrytest"
@@ -47,11 +51,11 @@ func ExampleNewPlan() {
 }
 
 // Relocate copies a loaded bundle's images and returns the relocation
-// mapping; the zero Options (apart from Mapping) use docker CLI credentials.
-// This example starts two local registries to have something to copy.
+// mapping; the zero ClientOptions use docker CLI credentials. This example
+// runs two in-process registries to have something to copy.
 func ExampleRelocate() {
 	ctx := context.Background()
-	src, dst := startRegistries(ctx)
+	src, dst := startRegistries()
 	defer src.Close()
 	defer dst.Close()
 	img, err := src.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "vendor/app", Tag: "1.0", Layers: []int{1024}})
@@ -84,10 +88,12 @@ func ExampleRelocate() {
 }
 
 // OnEvent reports progress: images started and done, blobs copied, mounted
-// or already present.
-func ExampleOptions_onEvent() {
+// or already present. The in-process registry shares blobs between
+// repositories, so the layer both images have is copied once and found
+// present the second time.
+func ExampleClientOptions_onEvent() {
 	ctx := context.Background()
-	src, dst := startRegistries(ctx)
+	src, dst := startRegistries()
 	defer src.Close()
 	defer dst.Close()
 	shared := registrytest.RandomBytes(1, 2048)
@@ -99,8 +105,10 @@ func ExampleOptions_onEvent() {
 	counts := map[fixup.EventKind]int{}
 	_, err := fixup.Relocate(ctx, b, fixup.Options{
 		Mapping: m,
-		Jobs:    1, // one blob at a time, so the shared layer is copied, then mounted
-		OnEvent: func(e fixup.Event) { counts[e.Kind]++ },
+		ClientOptions: fixup.ClientOptions{
+			Jobs:    1, // one blob at a time: the shared layer is copied, then found
+			OnEvent: func(e fixup.Event) { counts[e.Kind]++ },
+		},
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -115,22 +123,190 @@ func ExampleOptions_onEvent() {
 	fmt.Println(strings.Join(kinds, "\n"))
 	// Output:
 	// blob-copied: 3
-	// blob-mounted: 1
+	// blob-skipped: 1
 	// image-done: 2
 	// image-planned: 2
 	// image-started: 2
 	// manifest-pushed: 2
 }
 
-func startRegistries(ctx context.Context) (*registrytest.Registry, *registrytest.Registry) {
-	src, err := registrytest.StartProcess(ctx, registrytest.Options{})
+// The zero ClientOptions work: docker CLI credentials, and registries on
+// loopback reached over HTTPS, else plain HTTP.
+func ExampleNewClient() {
+	c, err := fixup.NewClient(fixup.ClientOptions{})
 	if err != nil {
 		log.Fatal(err)
 	}
-	dst, err := registrytest.StartProcess(ctx, registrytest.Options{})
+	fmt.Println(c != nil)
+	// Output: true
+}
+
+// Digest says which manifest or index a tag points at now.
+func ExampleClient_Digest() {
+	ctx := context.Background()
+	reg := registrytest.StartMemory(false)
+	defer reg.Close()
+	img, _ := reg.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "vendor/app", Tag: "1.0", Layers: []int{512}})
+
+	c, _ := fixup.NewClient(fixup.ClientOptions{})
+	d, err := c.Digest(ctx, reg.Host+"/vendor/app:1.0")
 	if err != nil {
-		src.Close()
 		log.Fatal(err)
 	}
-	return src, dst
+	fmt.Println(d == img.Root.Digest)
+	// Output: true
+}
+
+// Copy copies one image, every platform of it, digests preserved; a
+// destination without a tag gets the image by digest.
+func ExampleClient_Copy() {
+	ctx := context.Background()
+	src, dst := startRegistries()
+	defer src.Close()
+	defer dst.Close()
+	img, _ := src.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "vendor/app", Tag: "1.0", Layers: []int{512}, Platforms: []string{"linux/amd64", "linux/arm64"}, OCI: true})
+
+	c, _ := fixup.NewClient(fixup.ClientOptions{})
+	desc, err := c.Copy(ctx, src.Host+"/vendor/app:1.0", dst.Host+"/team/app:1.0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(desc.MediaType, desc.Digest == img.Root.Digest)
+	d, _ := c.Digest(ctx, dst.Host+"/team/app:1.0")
+	fmt.Println("tag points at it:", d == img.Root.Digest)
+	// Output:
+	// application/vnd.oci.image.index.v1+json true
+	// tag points at it: true
+}
+
+// NewLayout makes an empty OCI image layout; Add fetches images into it,
+// each named by the reference it was added with.
+func ExampleClient_NewLayout() {
+	ctx := context.Background()
+	reg := registrytest.StartMemory(false)
+	defer reg.Close()
+	img, _ := reg.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "vendor/app", Tag: "1.0", Layers: []int{512}})
+	dir, _ := os.MkdirTemp("", "example-layout-")
+	defer os.RemoveAll(dir)
+
+	c, _ := fixup.NewClient(fixup.ClientOptions{})
+	l, err := c.NewLayout(filepath.Join(dir, "layout"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	desc, err := l.Add(ctx, reg.Host+"/vendor/app:1.0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(desc.Digest == img.Root.Digest)
+	_, err = os.Stat(filepath.Join(dir, "layout", "index.json"))
+	fmt.Println("index.json written:", err == nil)
+	// Output:
+	// true
+	// index.json written: true
+}
+
+// ReadLayout opens a layout written by this tool, crane, skopeo or
+// cnab-go; Find looks an image up by name, and Push copies it into a
+// registry.
+func ExampleClient_ReadLayout() {
+	ctx := context.Background()
+	src, dst := startRegistries()
+	defer src.Close()
+	defer dst.Close()
+	src.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "vendor/app", Tag: "1.0", Layers: []int{512}})
+	dir, _ := os.MkdirTemp("", "example-layout-")
+	defer os.RemoveAll(dir)
+	c, _ := fixup.NewClient(fixup.ClientOptions{})
+	l, _ := c.NewLayout(dir)
+	l.Add(ctx, src.Host+"/vendor/app:1.0")
+
+	l, err := c.ReadLayout(dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	desc, err := l.Find("1.0") // the tag alone names the one image tagged 1.0
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := l.Push(ctx, desc.Digest, dst.Host+"/team/app:1.0"); err != nil {
+		log.Fatal(err)
+	}
+	d, _ := c.Digest(ctx, dst.Host+"/team/app:1.0")
+	fmt.Println(d == desc.Digest)
+	// Output: true
+}
+
+// Find takes the name as added, its normalised full form, or a tag that
+// only one image carries.
+func ExampleLayout_Find() {
+	ctx := context.Background()
+	reg := registrytest.StartMemory(false)
+	defer reg.Close()
+	a, _ := reg.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "vendor/a", Tag: "1.0", Seed: 1})
+	reg.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "vendor/b", Tag: "2.0", Seed: 2})
+	dir, _ := os.MkdirTemp("", "example-layout-")
+	defer os.RemoveAll(dir)
+	c, _ := fixup.NewClient(fixup.ClientOptions{})
+	l, _ := c.NewLayout(dir)
+	l.Add(ctx, reg.Host+"/vendor/a:1.0")
+	l.Add(ctx, reg.Host+"/vendor/b:2.0")
+
+	for _, ref := range []string{reg.Host + "/vendor/a:1.0", "1.0"} {
+		desc, err := l.Find(ref)
+		fmt.Println(err == nil && desc.Digest == a.Root.Digest)
+	}
+	_, err := l.Find("3.0")
+	fmt.Println(errors.Is(err, fixup.ErrNotFound))
+	// Output:
+	// true
+	// true
+	// true
+}
+
+// Add fetches an image with its referrers (signatures, SBOMs) into the
+// layout; Push carries them on to a registry.
+func ExampleLayout_Add() {
+	ctx := context.Background()
+	reg := registrytest.StartMemory(false)
+	defer reg.Close()
+	reg.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "vendor/app", Tag: "1.0"})
+	dir, _ := os.MkdirTemp("", "example-layout-")
+	defer os.RemoveAll(dir)
+	c, _ := fixup.NewClient(fixup.ClientOptions{})
+	l, _ := c.NewLayout(dir)
+
+	desc, err := l.Add(ctx, reg.Host+"/vendor/app:1.0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	found, _ := l.Find(reg.Host + "/vendor/app:1.0")
+	fmt.Println(found.Digest == desc.Digest)
+	// Output: true
+}
+
+// Push copies an image of the layout into a registry: a destination
+// without tag gets it by digest.
+func ExampleLayout_Push() {
+	ctx := context.Background()
+	src, dst := startRegistries()
+	defer src.Close()
+	defer dst.Close()
+	src.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "vendor/app", Tag: "1.0"})
+	dir, _ := os.MkdirTemp("", "example-layout-")
+	defer os.RemoveAll(dir)
+	c, _ := fixup.NewClient(fixup.ClientOptions{})
+	l, _ := c.NewLayout(dir)
+	desc, _ := l.Add(ctx, src.Host+"/vendor/app:1.0")
+
+	if err := l.Push(ctx, desc.Digest, dst.Host+"/team/app"); err != nil {
+		log.Fatal(err)
+	}
+	d, err := c.Digest(ctx, dst.Host+"/team/app@"+desc.Digest.String())
+	fmt.Println(err == nil && d == desc.Digest)
+	// Output: true
+}
+
+func startRegistries() (src, dst *registrytest.Memory) {
+	return registrytest.StartMemory(false), registrytest.StartMemory(false)
 }

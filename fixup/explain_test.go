@@ -5,27 +5,46 @@ import (
 	"strings"
 	"testing"
 
+	remoteserrors "github.com/containerd/containerd/remotes/errors"
+
 	"github.com/cnabio/cnab-relocate/resolver"
 )
 
-func TestExplainSuggestsTheFix(t *testing.T) {
+// TestRegistryErrorClassifies checks that errors from a registry match the
+// sentinel a caller branches on, keep the registry's answer, and name no
+// command-line flag.
+func TestRegistryErrorClassifies(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		err  error
-		want string
+		want error
 	}{
-		{"plain HTTP", errors.New(`Get "https://registry.corp:5000/v2/": http: server gave HTTP response to HTTPS client`), "--insecure-registry registry.corp:5000"},
-		{"unknown CA", errors.New("tls: failed to verify certificate: x509: certificate signed by unknown authority"), "--ca-cert FILE"},
-		{"login", &resolver.AuthError{Host: "registry.corp:5000", Rejected: true, Err: errors.New("401")}, "docker login registry.corp:5000"},
+		{"plain HTTP", errors.New(`Get "https://registry.corp:5000/v2/": http: server gave HTTP response to HTTPS client`), ErrPlainHTTP},
+		{"unknown CA", errors.New("tls: failed to verify certificate: x509: certificate signed by unknown authority"), ErrUnknownAuthority},
+		{"login", &resolver.AuthError{Host: "registry.corp:5000", Rejected: true, Err: errors.New("401")}, ErrAuthentication},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := explain("registry.corp:5000", tc.err)
-			if !strings.Contains(got.Error(), tc.want) || !errors.Is(got, tc.err) {
-				t.Errorf("explain = %q, want it to wrap the error and suggest %q", got, tc.want)
+			got := registryError("registry.corp:5000", tc.err)
+			var re *RegistryError
+			if !errors.Is(got, tc.want) || !errors.Is(got, tc.err) || !errors.As(got, &re) || re.Host != "registry.corp:5000" {
+				t.Errorf("registryError = %#v, want a *RegistryError for registry.corp:5000 matching %v and the cause", got, tc.want)
+			}
+			for _, flag := range []string{"--insecure-registry", "--ca-cert", "docker login", "--docker-config"} {
+				if strings.Contains(got.Error(), flag) {
+					t.Errorf("library error %q names the CLI's %s", got, flag)
+				}
 			}
 		})
 	}
-	if err := errors.New("something else"); explain("h", err) != err {
-		t.Error("an error without an obvious fix was changed")
-	}
+	t.Run("registry answer", func(t *testing.T) {
+		err := remoteserrors.ErrUnexpectedStatus{Status: "400 Bad Request", StatusCode: 400,
+			Body: []byte(`{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"sha256:ab"}]}`)}
+		var re *RegistryError
+		if !errors.As(registryError("r.example", err), &re) || re.StatusCode != 400 || re.Code != "MANIFEST_BLOB_UNKNOWN" || re.Message != "blob unknown to registry" {
+			t.Errorf("RegistryError = %+v, want status 400, code MANIFEST_BLOB_UNKNOWN and its message", re)
+		}
+		if errors.Is(re, ErrPlainHTTP) || errors.Is(re, ErrAuthentication) || errors.Is(re, ErrUnknownAuthority) {
+			t.Errorf("a 400 matches a sentinel it is not: %v", re)
+		}
+	})
 }

@@ -159,11 +159,11 @@ func TestExport(t *testing.T) {
 	fx := newExportFixture(t)
 	var mu sync.Mutex
 	kinds := map[EventKind]int{}
-	res, err := Export(context.Background(), fx.bundle, ExportOptions{Resolver: fx.reg, Jobs: 3, OnEvent: func(e Event) {
+	res, err := Export(context.Background(), fx.bundle, ExportOptions{ClientOptions: ClientOptions{Resolver: fx.reg, Jobs: 3, OnEvent: func(e Event) {
 		mu.Lock()
 		kinds[e.Kind]++
 		mu.Unlock()
-	}})
+	}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func TestExportArchiveRoundTrip(t *testing.T) {
 	out := t.TempDir()
 	a, b := filepath.Join(out, "a.tgz"), filepath.Join(out, "b.tgz")
 	for _, p := range []string{a, b} {
-		if err := ExportArchive(context.Background(), fx.bundle, fx.bundleJSON, p, ExportOptions{Resolver: fx.reg}); err != nil {
+		if err := ExportArchive(context.Background(), fx.bundle, fx.bundleJSON, p, ExportOptions{ClientOptions: ClientOptions{Resolver: fx.reg}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -295,7 +295,7 @@ func TestExportFailures(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := t.TempDir()
-			err = ExportArchive(context.Background(), b, fx.bundleJSON, filepath.Join(out, "app.tgz"), ExportOptions{Resolver: fx.reg})
+			err = ExportArchive(context.Background(), b, fx.bundleJSON, filepath.Join(out, "app.tgz"), ExportOptions{ClientOptions: ClientOptions{Resolver: fx.reg}})
 			want := tc.want
 			if want == fx0shared {
 				want = fx.shared.Digest.String()
@@ -317,12 +317,6 @@ func TestExportFailures(t *testing.T) {
 			}
 		})
 	}
-	t.Run("no resolver", func(t *testing.T) {
-		fx := newExportFixture(t)
-		if _, err := Export(context.Background(), fx.bundle, ExportOptions{}); !errors.Is(err, ErrInvalidInput) {
-			t.Fatalf("got %v", err)
-		}
-	})
 }
 
 // fx0shared stands for the fixture's shared layer digest in the table.

@@ -5,13 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 
 	"github.com/containerd/containerd/images"
 	"github.com/containerd/containerd/remotes"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/cnabio/cnab-relocate/internal/retry"
+	"github.com/cnabio/cnab-relocate/internal/verify"
 )
 
 // maxManifestSize bounds what is read into memory for a manifest or index;
@@ -42,9 +44,9 @@ func (g *graph) size() (n int64) {
 	return n
 }
 
-// IsManifest reports whether mediaType is a manifest or index that the
+// isManifest reports whether mediaType is a manifest or index that the
 // engine walks.
-func IsManifest(mediaType string) bool {
+func isManifest(mediaType string) bool {
 	switch mediaType {
 	case ocispec.MediaTypeImageManifest, ocispec.MediaTypeImageIndex,
 		images.MediaTypeDockerSchema2Manifest, images.MediaTypeDockerSchema2ManifestList:
@@ -66,21 +68,16 @@ func nonDistributable(d ocispec.Descriptor) bool {
 		strings.Contains(d.MediaType, "nondistributable")
 }
 
-// defaultRetries is how many times a transfer is retried whole when the
-// caller does not say.
-const defaultRetries = 4
-
 // walk fetches the manifests of the graph rooted at root from f, verifying
 // each against its descriptor, and returns the graph. A manifest whose
 // fetch fails transiently (a connection reset in the middle of its body)
-// is fetched again, at most defaultRetries times.
+// is fetched again, at most DefaultRetries times.
 func walk(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor) (*graph, error) {
-	return walkRetries(ctx, f, root, defaultRetries, nil)
+	return walkRetries(ctx, f, root, retry.Policy{Retries: DefaultRetries, Retryable: retryable, Wait: retryWait})
 }
 
-// walkRetries is walk with at most retries whole retries of each manifest
-// (none if negative); logger may be nil.
-func walkRetries(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor, retries int, logger *slog.Logger) (*graph, error) {
+// walkRetries is walk with the retries of p.
+func walkRetries(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor, p retry.Policy) (*graph, error) {
 	g := &graph{}
 	seenManifest := map[digest.Digest]bool{}
 	seenBlob := map[digest.Digest]bool{}
@@ -97,7 +94,7 @@ func walkRetries(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor
 			return fmt.Errorf("manifest %s: %d bytes is more than the %d allowed", desc.Digest, desc.Size, maxManifestSize)
 		}
 		var data []byte
-		err := withRetries(ctx, retries, logger, "manifest "+desc.Digest.String(), func(int) error {
+		err := p.Do(ctx, "manifest "+desc.Digest.String(), func(int) error {
 			var err error
 			data, err = fetchManifest(ctx, f, desc)
 			return err
@@ -105,7 +102,7 @@ func walkRetries(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor
 		if err != nil {
 			return err
 		}
-		if desc.MediaType == "" || !IsManifest(desc.MediaType) {
+		if desc.MediaType == "" || !isManifest(desc.MediaType) {
 			desc.MediaType = sniffMediaType(data, desc.MediaType)
 		}
 		children, err := successors(desc, data)
@@ -113,7 +110,7 @@ func walkRetries(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor
 			return err
 		}
 		for _, c := range children {
-			if IsManifest(c.MediaType) {
+			if isManifest(c.MediaType) {
 				if err := visit(c, depth+1); err != nil {
 					return err
 				}
@@ -147,7 +144,7 @@ func fetchManifest(ctx context.Context, f remotes.Fetcher, desc ocispec.Descript
 		return nil, fmt.Errorf("fetching manifest %s: %w", desc.Digest, err)
 	}
 	defer rc.Close()
-	data, err := io.ReadAll(NewVerifier(rc, desc))
+	data, err := io.ReadAll(verify.NewReader(rc, desc))
 	if err != nil {
 		return nil, fmt.Errorf("fetching manifest %s: %w", desc.Digest, err)
 	}

@@ -6,47 +6,62 @@ import (
 
 	"github.com/cnabio/cnab-to-oci/relocation"
 	"github.com/containerd/containerd/remotes"
-	"github.com/containerd/containerd/remotes/docker"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/cnabio/cnab-relocate/internal/retry"
 	"github.com/cnabio/cnab-relocate/relocator"
+	"github.com/cnabio/cnab-relocate/resolver"
 )
 
 // DefaultJobs is the default number of blobs copied at once.
 const DefaultJobs = 8
 
-// Options configures Relocate. Only Mapping is required; every other field
-// has a working zero value.
-type Options struct {
-	// Mapping decides each image's target reference. Required.
-	Mapping *relocator.Mapping
-	// Resolver reaches the target registries (and the source registries
-	// when Source is nil). Default: resolver.New with docker CLI
-	// credentials.
+// DefaultRetries is how many times a failed request or transfer is retried
+// when ClientOptions.Retries is nil.
+const DefaultRetries = retry.Default
+
+// ClientOptions configures a Client. The zero value works: docker CLI
+// credentials, loopback registries over HTTPS then plain HTTP, DefaultJobs,
+// DefaultRetries, every referrer copied, no events, no logs.
+type ClientOptions struct {
+	// Resolver reaches the registries. Nil means one made by resolver.New
+	// from ResolverOptions. A resolver whose Pusher is not a
+	// content.Ingester is refused by NewClient; one that is not a
+	// *resolver.Resolver (it cannot list tags or referrers) copies no
+	// referrers, and each image's result says so (ReferrersSearched).
 	Resolver remotes.Resolver
-	// Tracker is the upload tracker Resolver was built with. With it the
-	// engine tells a mounted blob from one that was already there; without
-	// it both count as skipped. Ignored when Resolver is nil.
-	Tracker docker.StatusTracker
-	// Source is where content comes from. Default: the registries named
-	// by the image references, through Resolver.
-	Source Source
+	// ResolverOptions configures the resolver made when Resolver is nil:
+	// credentials, CAs, insecure hosts. Its Retries and Logger default to
+	// this struct's.
+	ResolverOptions resolver.Options
 	// Jobs bounds how many blobs (of all images) are copied at once, and how
-	// many images are planned at once. If <= 0, DefaultJobs is used.
+	// many images are planned at once. Zero means DefaultJobs.
 	Jobs int
-	// Retries is how many times a failed blob or manifest push is retried
-	// whole (after the transport's own retries). If 0, 4 is used; if
-	// negative, none.
-	Retries int
+	// Retries is how many times a failed blob or manifest transfer is
+	// retried whole (after the transport's own retries of single
+	// requests). Nil means DefaultRetries; a pointer to 0 means none.
+	Retries *int
 	// Referrers selects the artifacts (signatures, SBOMs, attestations)
-	// copied with each image into its target repository. The zero value
-	// copies them all and fails an image whose referrers cannot be copied.
+	// copied with each image into its target. The zero value copies them
+	// all and fails an image whose referrers cannot be copied.
 	Referrers ReferrerOptions
 	// OnEvent receives progress events. Calls are serialised; the function
 	// must not block for long. Nil means no events.
 	OnEvent func(Event)
-	// Logger receives debug records. Default: discard.
+	// Logger receives debug records. Nil discards them.
 	Logger *slog.Logger
+}
+
+// Options configures Relocate: a client's options, the mapping and the
+// source. Only Mapping is required.
+type Options struct {
+	ClientOptions
+	// Mapping decides each image's target reference. Required.
+	Mapping *relocator.Mapping
+	// Source is where content comes from. Nil means the registries named
+	// by the image references, through the client's resolver; a thick
+	// bundle's layout is LayoutSource.
+	Source Source
 }
 
 // EventKind says what an Event reports.
@@ -98,9 +113,15 @@ type ImageResult struct {
 	Referrers []ReferrerResult `json:"referrers,omitempty"`
 	// Present is true when the image was already in the target (its
 	// referrers are then not looked for: one HEAD is all a rerun costs).
-	Present  bool          `json:"present,omitempty"`
-	Duration time.Duration `json:"-"`
-	Err      error         `json:"-"`
+	Present bool `json:"present,omitempty"`
+	// ReferrersSearched is true when the source was searched for the
+	// image's referrers. It is false when referrers are off, when the image
+	// was already present, and when the source cannot list tags or
+	// referrers (a resolver other than resolver.Resolver): then Referrers
+	// is empty because nobody looked, not because there are none.
+	ReferrersSearched bool          `json:"referrersSearched"`
+	Duration          time.Duration `json:"-"`
+	Err               error         `json:"-"`
 }
 
 // Result is the outcome of Relocate.

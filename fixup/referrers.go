@@ -97,11 +97,13 @@ func (c *tagCache) get(ctx context.Context, api registryAPI, repo string) ([]str
 // Referrers finds what refers to subject in img's repository: through the
 // OCI referrers API where the registry has it, else through the referrers
 // tag schema index, and always through cosign's tags. Tags are listed once
-// per repository. A resolver without tag and referrer listing finds none.
+// per repository. A resolver that cannot list tags and referrers (one
+// other than resolver.Resolver) searches nothing: the image's result says
+// so (ImageResult.ReferrersSearched).
 func (s RegistrySource) Referrers(ctx context.Context, img Image, subject digest.Digest) ([]Referrer, error) {
 	api, ok := s.Resolver.(registryAPI)
 	if !ok {
-		return nil, nil
+		return nil, errNoReferrerListing
 	}
 	repo := reference.TrimNamed(img.Named).String()
 	var out []Referrer

@@ -232,14 +232,14 @@ func relocateReferrers(t *testing.T, src *referrerStub, dst *regStub, ro Referre
 		t.Fatal(err)
 	}
 	tracker := docker.NewInMemoryTracker()
-	res, err := resolver.New(resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-", Tracker: tracker, Retries: 1})
+	res, err := resolver.New(resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-", Tracker: tracker, Retries: ptr(1)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	ev := &events{}
-	r, err := Relocate(ctx, b, Options{Mapping: m, Resolver: res, Tracker: tracker, Retries: 1, Jobs: 4, Referrers: ro, OnEvent: ev.add})
+	r, err := Relocate(ctx, b, Options{Mapping: m, ClientOptions: ClientOptions{Resolver: res, Retries: ptr(1), Jobs: 4, Referrers: ro, OnEvent: ev.add}})
 	return r, ev, err
 }
 
@@ -747,10 +747,10 @@ func TestRegistrySourceReferrers(t *testing.T) {
 		}
 	})
 
-	t.Run("a resolver without the API finds none", func(t *testing.T) {
+	t.Run("a resolver without the API says it cannot search", func(t *testing.T) {
 		got, err := RegistrySource{Resolver: plainResolver{}}.Referrers(context.Background(), img, subject)
-		if got != nil || err != nil {
-			t.Errorf("Referrers = %v, %v; want none", got, err)
+		if got != nil || !errors.Is(err, errNoReferrerListing) {
+			t.Errorf("Referrers = %v, %v; want none and errNoReferrerListing", got, err)
 		}
 	})
 }

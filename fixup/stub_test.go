@@ -361,13 +361,13 @@ func stubRelocate(t *testing.T, src, dst *regStub, retries, transportRetries int
 		t.Fatal(err)
 	}
 	tracker := docker.NewInMemoryTracker()
-	res, err := resolver.New(resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-", Tracker: tracker, Retries: transportRetries})
+	res, err := resolver.New(resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-", Tracker: tracker, Retries: retriesOpt(transportRetries)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return Relocate(ctx, b, Options{Mapping: m, Resolver: res, Tracker: tracker, Retries: retries, Jobs: 4})
+	return Relocate(ctx, b, Options{Mapping: m, ClientOptions: ClientOptions{Resolver: res, Retries: retriesOpt(retries), Jobs: 4}})
 }
 
 // stubTargetRepo returns the repository path img was relocated to.
@@ -386,4 +386,14 @@ func stubTargetRepo(t *testing.T, r *Result, img stubImage) string {
 	}
 	t.Fatalf("%s:%s has no target in the result", img.repo, img.tag)
 	return ""
+}
+func ptr[T any](v T) *T { return &v }
+
+// retriesOpt is the tables' shorthand for a Retries option: 0 is the
+// default, a negative number none.
+func retriesOpt(n int) *int {
+	if n == 0 {
+		return nil
+	}
+	return ptr(max(n, 0))
 }

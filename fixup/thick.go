@@ -60,8 +60,14 @@ func (s LayoutSource) Fetcher(ctx context.Context, img Image) (remotes.Fetcher, 
 // Location returns "", "": a layout's blobs cannot be mounted.
 func (s LayoutSource) Location(Image) (string, string) { return "", "" }
 
-// Name returns "thick bundle " and the archive's path.
-func (s LayoutSource) Name(Image) string { return "thick bundle " + s.Path }
+// Name returns "thick bundle " and the archive's path, or "image layout "
+// and its directory when Path is the layout's own.
+func (s LayoutSource) Name(Image) string {
+	if s.Store != nil && s.Path == s.Store.Dir() {
+		return "image layout " + s.Path
+	}
+	return "thick bundle " + s.Path
+}
 
 // LoadArchive reads the thick bundle archive at path (see
 // layout.ReadArchive) and parses its bundle.json. Errors about the archive

@@ -16,6 +16,7 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/cnabio/cnab-relocate/internal/verify"
 	"github.com/cnabio/cnab-relocate/layout"
 )
 
@@ -191,7 +192,7 @@ func TestLayoutSourceCorruptBlob(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rc.Close()
-	_, err = io.Copy(io.Discard, NewVerifier(rc, layer))
+	_, err = io.Copy(io.Discard, verify.NewReader(rc, layer))
 	if !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("got %v, want a digest mismatch", err)
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/containerd/containerd/errdefs"
+
+	"github.com/cnabio/cnab-relocate/internal/verify"
 )
 
 var (
@@ -29,5 +31,5 @@ var (
 	ErrAmbiguous = errors.New("ambiguous reference")
 	// ErrDigestMismatch is returned when content does not have the size or
 	// digest its descriptor gives.
-	ErrDigestMismatch = errors.New("digest mismatch")
+	ErrDigestMismatch = verify.ErrDigestMismatch
 )

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sync"
 
@@ -18,6 +19,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/cnabio/cnab-relocate/internal/verify"
 )
 
 // maxIndexSize bounds what is read into memory for index.json and
@@ -157,7 +160,7 @@ func (s *Store) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadClos
 		f.Close()
 		return nil, fmt.Errorf("image layout %s: blob %s: %w", s.dir, desc.Digest, err)
 	}
-	return readCloser{newVerifier(f, desc), f}, nil
+	return verify.ReadCloser(f, desc), nil
 }
 
 // Exists reports whether the blob desc names is in the layout with the
@@ -185,8 +188,10 @@ func (s *Store) Index() ocispec.Index {
 // ref best, if several). Otherwise entries are matched by their
 // org.opencontainers.image.ref.name annotation, best first: ref exactly as
 // given; the same normalised reference ("nginx" and
-// "docker.io/library/nginx:latest" match); the tag of ref alone ("1.0" for
-// "example.com/app:1.0", "latest" for a reference without tag or digest).
+// "docker.io/library/nginx:latest" match); tags alone, both ways: an entry
+// named by the tag of ref alone ("1.0" for "example.com/app:1.0", "latest"
+// for a reference without tag or digest), or, for a ref that is a tag
+// alone ("1.0"), an entry whose reference has that tag.
 // The entry returned then may have a digest other than dgst: the caller
 // decides whether that is an error. Several entries with different digests
 // matching at the best level is an error wrapping ErrAmbiguous; no match is
@@ -244,13 +249,20 @@ const (
 )
 
 type matcher struct {
-	ref  string
-	norm string // normalised reference, with "latest" when it has no tag or digest
-	tag  string // its tag, "latest" when it has no tag or digest
+	ref     string
+	norm    string // normalised reference, with "latest" when it has no tag or digest
+	tag     string // its tag, "latest" when it has no tag or digest
+	bareTag string // ref itself when it can be a tag alone ("1.0")
 }
+
+// tagPattern is the grammar of a tag (distribution/reference).
+var tagPattern = regexp.MustCompile(`^[\w][\w.-]{0,127}$`)
 
 func newMatcher(ref string) matcher {
 	m := matcher{ref: ref}
+	if tagPattern.MatchString(ref) {
+		m.bareTag = ref
+	}
 	named, err := reference.ParseNormalizedNamed(ref)
 	if err != nil {
 		return m
@@ -279,6 +291,13 @@ func (m matcher) rank(name string) int {
 	if m.tag != "" && name == m.tag {
 		return rankTag
 	}
+	if m.bareTag != "" {
+		if n, err := reference.ParseNormalizedNamed(name); err == nil {
+			if t, ok := n.(reference.Tagged); ok && t.Tag() == m.bareTag {
+				return rankTag
+			}
+		}
+	}
 	return rankNone
 }
 
@@ -303,7 +322,7 @@ func (s *Store) WriteBlob(ctx context.Context, desc ocispec.Descriptor, r io.Rea
 		return fmt.Errorf("image layout %s: writing blob %s: %w", s.dir, desc.Digest, err)
 	}
 	tmp := f.Name()
-	_, err = io.Copy(f, newVerifier(ctxReader{ctx, r}, desc))
+	_, err = io.Copy(f, verify.NewReader(ctxReader{ctx, r}, desc))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -21,7 +21,7 @@ func BenchmarkOneToOne(b *testing.B) {
 			}
 		}
 	})
-	b.Run("OneToOneName", func(b *testing.B) {
+	b.Run("oneToOneRepo", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
 			_ = oneToOneName("registry.corp/team", srcs[i%len(srcs)].Name())

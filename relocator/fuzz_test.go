@@ -33,7 +33,7 @@ func FuzzMap(f *testing.F) {
 		src, err := reference.ParseNormalizedNamed(ref)
 		m, errNew := New(OneToOne, prefix)
 		pm, errPrefix := New(Prefix, prefix)
-		_ = OneToOneName(prefix, mustName(src, err))
+		_ = oneToOneRepo(prefix, mustName(src, err))
 		if errNew == nil && errPrefix != nil {
 			t.Fatalf("prefix %q valid for one-to-one but not prefix: %v", prefix, errPrefix)
 		}
@@ -76,8 +76,8 @@ func FuzzMap(f *testing.F) {
 		if got, want := digestOf(y), digestOf(src); got != want {
 			t.Fatalf("Map(%s) = %s: digest %q, want %q", src, y, got, want)
 		}
-		if explicitDomain(prefix) && y.Name() != OneToOneName(prefix, src) {
-			t.Fatalf("Map(%s) = %s, OneToOneName = %s", src, y, OneToOneName(prefix, src))
+		if explicitDomain(prefix) && y.Name() != oneToOneRepo(prefix, src) {
+			t.Fatalf("Map(%s) = %s, oneToOneRepo = %s", src, y, oneToOneRepo(prefix, src))
 		}
 		if err := m.Check([]reference.Named{src, y}); err != nil && !errors.Is(err, ErrInvalidTarget) {
 			t.Fatalf("Check: %v", err)
@@ -85,7 +85,7 @@ func FuzzMap(f *testing.F) {
 	})
 }
 
-// mustName gives OneToOneName something to chew on even for refs that do not parse.
+// mustName gives oneToOneRepo something to chew on even for refs that do not parse.
 func mustName(n reference.Named, err error) reference.Named {
 	if err == nil {
 		return n

@@ -52,14 +52,14 @@ import (
 // hashLen is the length of the lower-case hex MD5 that ends every one-to-one name.
 const hashLen = 2 * md5.Size
 
-// OneToOneName is the duffle one-to-one repository name for prefix and the
+// oneToOneRepo is the duffle one-to-one repository name for prefix and the
 // repository repo: prefix "/" [flat "-"] md5hex(name), as the package doc
 // describes. Any tag or digest of repo is ignored. repo should be normalised
 // (as reference.ParseNormalizedNamed returns it); a name that is not, such as
 // reference.WithName("istio/proxyv2"), is normalised first. The result is
-// neither normalised nor validated: Mapping.Map does both. Exported for tests
-// and benchmarks.
-func OneToOneName(prefix string, repo reference.Named) string {
+// neither normalised nor validated: Mapping.Map does both. Tests and
+// benchmarks check it against duffle's names.
+func oneToOneRepo(prefix string, repo reference.Named) string {
 	name := repo.Name()
 	if n, err := reference.ParseNormalizedNamed(name); err == nil {
 		name = n.Name()

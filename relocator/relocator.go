@@ -192,7 +192,7 @@ func (m *Mapping) Repository() string { return m.repo }
 // dgst is the image's root digest; ManyToOne requires it (else the error wraps
 // ErrDigestRequired) and OneToOne and Prefix ignore it.
 //
-//   - OneToOne: the duffle name (see OneToOneName), then src's tag, then src's
+//   - OneToOne: the duffle name (see the package doc), then src's tag, then src's
 //     digest: x:t -> y:t, x@d -> y@d, x:t@d -> y:t@d.
 //   - Prefix: P "/" path of src without its registry host, then src's tag and
 //     digest: docker.io/istio/proxyv2:1.2 -> P/istio/proxyv2:1.2, nginx -> P/library/nginx.

@@ -247,11 +247,11 @@ func TestMapOneToOne(t *testing.T) {
 	}
 }
 
-// TestOneToOneNameUpstream holds the expectations of the code duffle runs:
+// TestOneToOneRepoUpstream holds the expectations of the code duffle runs:
 // github.com/pivotal/image-relocation pkg/pathmapping's FlattenRepoPath tests
 // (prefix "test.host/testuser"), and duffle's cmd/duffle/relocate_test.go and
 // docs/guides/relocation-guide.md (prefix "example.com/user").
-func TestOneToOneNameUpstream(t *testing.T) {
+func TestOneToOneRepoUpstream(t *testing.T) {
 	for _, tc := range []struct {
 		name, prefix, src, want string
 	}{
@@ -295,14 +295,14 @@ func TestOneToOneNameUpstream(t *testing.T) {
 			"example.com/user/istio-proxyv2-f93a2cacc6cafa0474a2d6990a4dd1a0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := OneToOneName(tc.prefix, mustParse(t, tc.src)); got != tc.want {
-				t.Errorf("OneToOneName(%q, %s)\n got %s\nwant %s", tc.prefix, tc.src, got, tc.want)
+			if got := oneToOneRepo(tc.prefix, mustParse(t, tc.src)); got != tc.want {
+				t.Errorf("oneToOneRepo(%q, %s)\n got %s\nwant %s", tc.prefix, tc.src, got, tc.want)
 			}
 		})
 	}
 }
 
-func TestOneToOneNameNormalises(t *testing.T) {
+func TestOneToOneRepoNormalises(t *testing.T) {
 	// A reference that is not normalised (WithName keeps "istio" as its domain)
 	// gets the same name as its normalised form.
 	raw, err := reference.WithName("istio/proxyv2")
@@ -310,7 +310,7 @@ func TestOneToOneNameNormalises(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "example.com/user/istio-proxyv2-f93a2cacc6cafa0474a2d6990a4dd1a0"
-	if got := OneToOneName("example.com/user", raw); got != want {
+	if got := oneToOneRepo("example.com/user", raw); got != want {
 		t.Errorf("got %s, want %s", got, want)
 	}
 }

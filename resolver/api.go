@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/cnabio/cnab-relocate/internal/retry"
+
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/remotes"
 	"github.com/containerd/containerd/remotes/docker"
@@ -22,8 +24,9 @@ import (
 // 1.1 referrers API — sent with the same hosts, TLS and credentials.
 type Resolver struct {
 	remotes.Resolver
-	hosts *hosts
-	ua    string
+	hosts   *hosts
+	ua      string
+	tracker docker.StatusTracker
 }
 
 // maxTagPages bounds tag list pagination.
@@ -88,10 +91,10 @@ func (r *Resolver) getJSON(ctx context.Context, named reference.Named, path, acc
 		if err == nil {
 			return true, resp.Header.Get("Link"), nil
 		}
-		if !IsTransientError(err) || attempt >= r.hosts.opts.Retries || ctx.Err() != nil {
+		if !retry.TransientNetError(err) || attempt >= r.hosts.retries || ctx.Err() != nil {
 			return false, "", err
 		}
-		if err := sleep(ctx, Backoff(attempt)); err != nil {
+		if err := retry.Sleep(ctx, retry.Backoff(attempt)); err != nil {
 			return false, "", err
 		}
 	}

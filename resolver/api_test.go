@@ -56,7 +56,7 @@ func apiResolver(t *testing.T, configDir string) *Resolver {
 	if configDir == "" {
 		configDir = t.TempDir()
 	}
-	r, err := New(Options{ConfigDir: configDir, CertsDir: "-", Retries: 1})
+	r, err := New(Options{ConfigDir: configDir, CertsDir: "-", Retries: ptr(1)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,3 +309,5 @@ func TestTagsNoneIsNil(t *testing.T) {
 		t.Fatalf("Tags = %#v, %v; want nil, nil", got, err)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -179,7 +179,7 @@ func TestBasicChallenge(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(s.requests())
 			dir := writeConfig(t, map[string]any{"auths": tc.auths})
-			r, err := New(Options{ConfigDir: dir, Retries: -1})
+			r, err := New(Options{ConfigDir: dir, Retries: ptr(0)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -319,7 +319,7 @@ func TestBearerChallenge(t *testing.T) {
 				auths[s.Host] = tc.entry
 			}
 			dir := writeConfig(t, map[string]any{"auths": auths})
-			r, err := New(Options{ConfigDir: dir, Retries: -1})
+			r, err := New(Options{ConfigDir: dir, Retries: ptr(0)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -441,7 +441,7 @@ func TestTokenRedirectKeepsCredentials(t *testing.T) {
 	s.challenge = `Bearer realm="` + realm.URL + `/token",service="stub"`
 	s.auth = func(r *http.Request) bool { return r.Header.Get("Authorization") == "Bearer other-token" }
 	dir := writeConfig(t, map[string]any{"auths": map[string]any{s.Host: authEntry("alice", "right")}})
-	r, err := New(Options{ConfigDir: dir, Retries: -1})
+	r, err := New(Options{ConfigDir: dir, Retries: ptr(0)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cnabio/cnab-relocate/internal/retry"
+
 	"github.com/containerd/containerd/remotes"
 	"github.com/containerd/containerd/remotes/docker"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -38,11 +40,11 @@ type Options struct {
 	// NAME.cert with NAME.key a client certificate. Default:
 	// /etc/docker/certs.d. Set it to "-" to ignore it.
 	CertsDir string
-	// Retries is how many times a transient failure is retried. If 0, 4 is
-	// used; if negative, requests are not retried.
-	Retries int
-	// Tracker records upload status; containerd's in-memory tracker by default.
-	// A caller that wants to tell a mount from an existing blob passes its own.
+	// Retries is how many times a transient failure is retried. Nil means
+	// 4; a pointer to 0 means none.
+	Retries *int
+	// Tracker records upload status; containerd's in-memory tracker by
+	// default. Resolver.Tracker returns it.
 	Tracker docker.StatusTracker
 	// Transport is the base round tripper; a tuned http.Transport by default.
 	// Tests use it to count or break requests. When set, TLS settings of
@@ -62,6 +64,9 @@ func New(opts Options) (*Resolver, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.Tracker == nil {
+		opts.Tracker = docker.NewInMemoryTracker()
+	}
 	headers := http.Header{}
 	ua := opts.UserAgent
 	if ua == "" {
@@ -74,10 +79,16 @@ func New(opts Options) (*Resolver, error) {
 			Headers: headers,
 			Tracker: opts.Tracker,
 		})},
-		hosts: h,
-		ua:    ua,
+		hosts:   h,
+		ua:      ua,
+		tracker: opts.Tracker,
 	}, nil
 }
+
+// Tracker returns the tracker the resolver records push status in
+// (Options.Tracker, or one of its own): it tells a blob mounted from
+// another repository from one that was already there.
+func (r *Resolver) Tracker() docker.StatusTracker { return r.tracker }
 
 // authErrors returns an *AuthError from Resolve as it is, without
 // containerd's guess in front of it ("pull access denied, repository does
@@ -103,6 +114,7 @@ func (r authErrors) Resolve(ctx context.Context, ref string) (string, ocispec.De
 // cached so connections are reused across images.
 type hosts struct {
 	opts       Options
+	retries    int
 	roots      *x509.CertPool
 	creds      *credentials
 	authorizer docker.Authorizer
@@ -115,9 +127,6 @@ type hosts struct {
 }
 
 func newHosts(opts Options) (*hosts, error) {
-	if opts.Retries == 0 {
-		opts.Retries = 4
-	}
 	if opts.CertsDir == "" {
 		opts.CertsDir = "/etc/docker/certs.d"
 	}
@@ -133,7 +142,7 @@ func newHosts(opts Options) (*hosts, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &hosts{opts: opts, roots: roots, creds: creds, logger: logger,
+	h := &hosts{opts: opts, retries: retry.Count(opts.Retries), roots: roots, creds: creds, logger: logger,
 		cache: map[string]docker.RegistryHost{}, transports: map[string]http.RoundTripper{}}
 	rt := h.retrying(perHost{h})
 	h.client = &http.Client{Transport: rt}
@@ -254,7 +263,7 @@ func (h *hosts) baseTransport(host string, insecure bool) http.RoundTripper {
 // retrying always wraps rt, even with no retries, so that containerd never
 // replays a push body itself (see StatusError).
 func (h *hosts) retrying(rt http.RoundTripper) http.RoundTripper {
-	return &retryTransport{base: rt, retries: max(h.opts.Retries, 0), logger: h.logger}
+	return &retryTransport{base: rt, retries: h.retries, logger: h.logger}
 }
 
 // certsDir applies docker's /etc/docker/certs.d/HOST/ conventions to cfg:

@@ -241,7 +241,7 @@ func TestTokenRealmTLS(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.opts.ConfigDir = config
-			tc.opts.Retries = -1
+			tc.opts.Retries = ptr(0)
 			if tc.opts.CertsDir == "" {
 				tc.opts.CertsDir = "-"
 			}

@@ -2,25 +2,20 @@ package resolver
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/cnabio/cnab-relocate/internal/retry"
 )
 
 const (
-	backoffBase = 100 * time.Millisecond
-	backoffMax  = 5 * time.Second
 	// retryAfterMax bounds a server's Retry-After so a misbehaving server
 	// cannot stall a run for hours.
 	retryAfterMax = 60 * time.Second
@@ -58,16 +53,6 @@ func (e *StatusError) Error() string {
 // Is makes an exhausted StatusError match ErrRetriesExhausted.
 func (e *StatusError) Is(target error) bool {
 	return target == ErrRetriesExhausted && e.Exhausted
-}
-
-// RetryAfter returns the wait a server asked for in an error from this
-// package's transport (a 429 or 503 with Retry-After), if there is one.
-func RetryAfter(err error) (time.Duration, bool) {
-	var se *StatusError
-	if errors.As(err, &se) && se.RetryAfter > 0 {
-		return se.RetryAfter, true
-	}
-	return 0, false
 }
 
 // exhaustedError is a connection error after the last retry.
@@ -114,7 +99,7 @@ func (t *retryTransport) hold(ctx context.Context, host string) error {
 	if wait <= 0 {
 		return nil
 	}
-	return sleep(ctx, wait)
+	return retry.Sleep(ctx, wait)
 }
 
 // close shuts host's gate for d.
@@ -148,7 +133,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, err
 		}
 		last := !replay || attempt >= t.retries || req.Context().Err() != nil
-		wait := Backoff(attempt)
+		wait := retry.Backoff(attempt)
 		var ra time.Duration
 		if resp != nil {
 			if d, ok := retryAfter(resp.Header.Get("Retry-After")); ok {
@@ -173,7 +158,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		t.logger.Debug("retrying", "method", req.Method, "url", req.URL.Redacted(), "attempt", attempt+1, "wait", wait, "status", status(resp), "err", err)
-		if err := sleep(req.Context(), wait); err != nil {
+		if err := retry.Sleep(req.Context(), wait); err != nil {
 			return nil, err
 		}
 	}
@@ -204,7 +189,7 @@ func transient(resp *http.Response, err error) bool {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return false
 		}
-		return IsTransientError(err)
+		return retry.TransientNetError(err)
 	}
 	switch resp.StatusCode {
 	case http.StatusRequestTimeout, http.StatusTooManyRequests,
@@ -213,57 +198,6 @@ func transient(resp *http.Response, err error) bool {
 		return true
 	}
 	return false
-}
-
-// IsTransientError reports whether err is a network failure that a retry
-// may cure: a reset or refused connection, an unexpected EOF, a timeout.
-func IsTransientError(err error) bool {
-	if err == nil {
-		return false
-	}
-	if tlsFailure(err) {
-		return false
-	}
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
-		errors.Is(err, syscall.EPIPE) {
-		return true
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	var oe *net.OpError
-	return errors.As(err, &oe)
-}
-
-// tlsFailure reports whether err is a TLS failure that a retry would only
-// repeat: a certificate that does not verify, a handshake the server
-// refused, a server that does not speak TLS.
-func tlsFailure(err error) bool {
-	var (
-		verify   *tls.CertificateVerificationError
-		unknown  x509.UnknownAuthorityError
-		hostname x509.HostnameError
-		invalid  x509.CertificateInvalidError
-		alert    tls.AlertError
-		header   tls.RecordHeaderError
-	)
-	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) ||
-		errors.As(err, &invalid) || errors.As(err, &alert) || errors.As(err, &header) ||
-		// An alert from the server (a client certificate it refused) is
-		// an unexported type inside a *net.OpError.
-		strings.Contains(err.Error(), "remote error: tls:")
-}
-
-// Backoff returns the wait before retry attempt+1: exponential from 100ms,
-// capped at 5s, with full jitter over its upper half.
-func Backoff(attempt int) time.Duration {
-	d := backoffBase << min(attempt, 10)
-	if d > backoffMax {
-		d = backoffMax
-	}
-	return d/2 + rand.N(d/2+1)
 }
 
 // retryAfter parses a Retry-After header (seconds or an HTTP date).
@@ -280,15 +214,4 @@ func retryAfter(v string) (time.Duration, bool) {
 		return 0, false
 	}
 	return min(max(d, 0), retryAfterMax), true
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

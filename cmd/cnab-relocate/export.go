@@ -18,11 +18,17 @@ with bundle.json (unchanged, byte for byte) at its root and the images in
 artifacts/layout (CNAB Core 104). Exporting twice gives identical archives.
 Relocate the archive inside the air gap with 'cnab-relocate fixup ARCHIVE'.
 
+BUNDLE may also be a thick bundle archive written by another tool (cnab-go,
+duffle, or a crane or skopeo layout tarred with its bundle.json): it is
+re-packed into this tool's reproducible form, digests preserved, with no
+registry contacted.
+
 Usage:
   cnab-relocate export BUNDLE --output ARCHIVE [FLAGS]
 
 Examples:
   cnab-relocate export bundle.json --output app-1.0.tgz
+  cnab-relocate export duffle-export.tgz --output app-1.0.tgz
   cnab-relocate fixup app-1.0.tgz --repository-prefix registry.corp/team \
       --relocation-mapping relocation-mapping.json
 `
@@ -51,28 +57,17 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return usageError(stderr, "export", "--output ARCHIVE is required")
 	}
 	path := fs.Arg(0)
-	if err := fixup.CheckOutputs([]string{path}, out); err != nil {
+	if err := checkOutputs([]string{path}, out); err != nil {
 		return failure(stderr, "export", err)
 	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return failure(stderr, "export", invalidf("%s: %v", path, err))
-	}
-	b, err := fixup.Parse(data)
-	if err != nil {
-		return failure(stderr, "export", inBundle(path, fmt.Errorf("%s: %w", path, err)))
-	}
-	r, err := reg.resolver(nil)
+	b, source, done, err := loadBundle(ctx, path)
 	if err != nil {
 		return failure(stderr, "export", err)
 	}
-	retries := reg.retries
-	if retries == 0 {
-		retries = -1
-	}
+	defer done()
 	rep := newReporter(stderr, quiet)
 	start := time.Now()
-	err = fixup.ExportArchive(ctx, b, data, out, fixup.ExportOptions{Resolver: r, Jobs: jobs, Retries: retries, Referrers: refs.options(), OnEvent: rep.event})
+	err = fixup.ExportArchive(ctx, b, b.Raw(), out, fixup.ExportOptions{ClientOptions: reg.client(jobs, refs.options(), rep.event), Source: source})
 	rep.wait()
 	if err != nil {
 		if ctx.Err() != nil {

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containerd/containerd/remotes/docker"
 	"github.com/spf13/pflag"
 
 	"github.com/cnabio/cnab-relocate/fixup"
@@ -117,7 +116,7 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return usageError(stderr, "fixup", "%v", err)
 	}
 	path := fs.Arg(0)
-	if err := fixup.CheckOutputs([]string{path}, f.mappingFile, f.outputBundle); err != nil {
+	if err := checkOutputs([]string{path}, f.mappingFile, f.outputBundle); err != nil {
 		return failure(stderr, "fixup", err)
 	}
 	b, source, done, err := loadBundle(ctx, path)
@@ -129,26 +128,12 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return dryRun(b, mapping, f, stdout, stderr)
 	}
 
-	tracker := docker.NewInMemoryTracker()
-	res, err := f.registry.resolver(tracker)
-	if err != nil {
-		return failure(stderr, "fixup", err)
-	}
 	rep := newReporter(stderr, f.quiet)
-	retries := f.registry.retries
-	if retries == 0 {
-		retries = -1 // the flag's 0 means none; fixup.Options' 0 means the default
-	}
 	start := time.Now()
 	result, err := fixup.Relocate(ctx, b, fixup.Options{
-		Mapping:   mapping,
-		Resolver:  res,
-		Tracker:   tracker,
-		Source:    source,
-		Referrers: f.referrers.options(),
-		Jobs:      f.jobs,
-		Retries:   retries,
-		OnEvent:   rep.event,
+		ClientOptions: f.registry.client(f.jobs, f.referrers.options(), rep.event),
+		Mapping:       mapping,
+		Source:        source,
 	})
 	rep.wait()
 	if err != nil {
@@ -163,7 +148,7 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	outs, err := outputs(b, result, f)
 	if err == nil {
-		err = fixup.WriteFiles(outs...)
+		err = writeFiles(outs...)
 	}
 	if err != nil {
 		return failure(stderr, "fixup", err)
@@ -176,21 +161,21 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	return exitOK
 }
 
-func outputs(b *fixup.Bundle, r *fixup.Result, f fixupFlags) ([]fixup.Output, error) {
-	var outs []fixup.Output
+func outputs(b *fixup.Bundle, r *fixup.Result, f fixupFlags) ([]output, error) {
+	var outs []output
 	if f.mappingFile != "" {
-		data, err := fixup.MappingJSON(r.Mapping)
+		data, err := fixup.CanonicalJSON(r.Mapping)
 		if err != nil {
 			return nil, err
 		}
-		outs = append(outs, fixup.Output{Path: f.mappingFile, Data: data})
+		outs = append(outs, output{Path: f.mappingFile, Data: data})
 	}
 	if f.outputBundle != "" {
 		data, err := b.Rewrite(r.Mapping, r.Digests)
 		if err != nil {
 			return nil, err
 		}
-		outs = append(outs, fixup.Output{Path: f.outputBundle, Data: data})
+		outs = append(outs, output{Path: f.outputBundle, Data: data})
 	}
 	return outs, nil
 }
@@ -201,9 +186,9 @@ func dryRun(b *fixup.Bundle, m *relocator.Mapping, f fixupFlags, stdout, stderr 
 		return failure(stderr, "fixup", inBundle(b.Path(), err))
 	}
 	if f.mappingFile != "" {
-		data, err := fixup.MappingJSON(plan.Mapping())
+		data, err := fixup.CanonicalJSON(plan.Mapping())
 		if err == nil {
-			err = fixup.WriteFiles(fixup.Output{Path: f.mappingFile, Data: data})
+			err = writeFiles(output{Path: f.mappingFile, Data: data})
 		}
 		if err != nil {
 			return failure(stderr, "fixup", err)
@@ -285,6 +270,9 @@ type reportImage struct {
 	BytesSkipped int64   `json:"bytesSkipped"`
 	Seconds      float64 `json:"seconds"`
 	Present      bool    `json:"present"`
+	// ReferrersSearched is false when nobody looked for referrers: they
+	// are off, the image was in place, or the registry cannot list them.
+	ReferrersSearched bool `json:"referrersSearched"`
 	// Referrers are the signatures, SBOMs and attestations copied with it.
 	Referrers []fixup.ReferrerResult `json:"referrers"`
 	Error     string                 `json:"error,omitempty"`
@@ -327,7 +315,7 @@ func newReport(r *fixup.Result, f fixupFlags, d time.Duration) report {
 		ri := reportImage{
 			Source: i.Source, Target: i.Target, Digest: i.Digest.String(), MediaType: i.MediaType,
 			BytesCopied: i.BytesCopied, BytesMounted: i.BytesMounted, BytesSkipped: i.BytesSkipped,
-			Seconds: i.Duration.Seconds(), Present: i.Present, Referrers: i.Referrers,
+			Seconds: i.Duration.Seconds(), Present: i.Present, ReferrersSearched: i.ReferrersSearched, Referrers: i.Referrers,
 		}
 		if ri.Referrers == nil {
 			ri.Referrers = []fixup.ReferrerResult{}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"github.com/containerd/containerd/remotes/docker"
 	"github.com/spf13/pflag"
 
 	"github.com/cnabio/cnab-relocate/fixup"
@@ -23,18 +22,24 @@ func (r *registryFlags) add(fs *pflag.FlagSet) {
 	fs.IntVar(&r.retries, "retries", 4, "retries of a failed request or blob transfer, with exponential backoff")
 }
 
-func (r *registryFlags) resolver(tracker docker.StatusTracker) (*resolver.Resolver, error) {
-	retries := r.retries
-	if retries == 0 {
-		retries = -1
-	}
-	return resolver.New(resolver.Options{
+func (r *registryFlags) resolverOptions() resolver.Options {
+	return resolver.Options{
 		ConfigDir: r.configDir,
 		CACerts:   r.caCerts,
 		Insecure:  r.insecure,
-		Retries:   retries,
-		Tracker:   tracker,
-	})
+		Retries:   &r.retries,
+	}
+}
+
+// client is the library's options for these flags, passed through as given.
+func (r *registryFlags) client(jobs int, refs fixup.ReferrerOptions, onEvent func(fixup.Event)) fixup.ClientOptions {
+	return fixup.ClientOptions{
+		ResolverOptions: r.resolverOptions(),
+		Jobs:            jobs,
+		Retries:         &r.retries,
+		Referrers:       refs,
+		OnEvent:         onEvent,
+	}
 }
 
 // referrerFlags select the signatures, SBOMs and attestations that travel

@@ -99,9 +99,9 @@ func TestUsageErrors(t *testing.T) {
 // A dry run of duffle's own relocate test bundle: names as duffle gives them,
 // the mapping file in CNAB 103 shape, and nothing contacted.
 func TestDryRunGolden(t *testing.T) {
-	src := filepath.Join("..", "..", "..", "shared", "real-bundles", "duffle--cmd_duffle_testdata_relocate_bundle-with-unsupported-image-type.json")
+	src := filepath.Join("..", "..", "testdata", "real-bundles", "duffle--cmd_duffle_testdata_relocate_bundle-with-unsupported-image-type.json")
 	if _, err := os.Stat(src); err != nil {
-		t.Fatalf("shared/ next to the repository: %v", err)
+		t.Fatalf("testdata/real-bundles in the repository: %v", err)
 	}
 	dir := t.TempDir()
 	mapping := filepath.Join(dir, "mapping.json")
@@ -126,7 +126,7 @@ func TestReportGolden(t *testing.T) {
 		Images: []fixup.ImageResult{
 			{Source: "vendor.example/app:1.0", Target: "registry.corp/team/app-0123:1.0", Digest: d1, MediaType: "application/vnd.oci.image.index.v1+json",
 				BytesCopied: 1000, BytesMounted: 200, BytesSkipped: 30, Duration: 1500 * time.Millisecond,
-				Referrers: []fixup.ReferrerResult{{Subject: d1, Digest: digest.FromString("sig"), MediaType: "application/vnd.oci.image.manifest.v1+json",
+				ReferrersSearched: true, Referrers: []fixup.ReferrerResult{{Subject: d1, Digest: digest.FromString("sig"), MediaType: "application/vnd.oci.image.manifest.v1+json",
 					ArtifactType: "application/vnd.oci.image.config.v1+json", Tag: "sha256-" + d1.Encoded() + ".sig"}}},
 			{Source: "vendor.example/db@" + d1.String(), Target: "registry.corp/team/db-4567@" + d1.String(), Digest: d1,
 				MediaType: "application/vnd.docker.distribution.manifest.v2+json", Present: true, Duration: 250 * time.Millisecond},

@@ -1,22 +1,24 @@
-package fixup
+package main
 
 import (
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/cnabio/cnab-relocate/fixup"
 )
 
-// Output is a file to write with WriteFiles.
-type Output struct {
+// output is a file to write with writeFiles.
+type output struct {
 	Path string
 	Data []byte
 }
 
-// CheckOutputs fails early, before any copying, when an output cannot be
+// checkOutputs fails early, before any copying, when an output cannot be
 // written: its directory is missing or is not a directory, or it would
 // overwrite an input. Errors wrap ErrInvalidInput and name the path.
-func CheckOutputs(inputs []string, outputs ...string) error {
+func checkOutputs(inputs []string, outputs ...string) error {
 	for _, out := range outputs {
 		if out == "" {
 			continue
@@ -24,24 +26,24 @@ func CheckOutputs(inputs []string, outputs ...string) error {
 		dir := filepath.Dir(out)
 		st, err := os.Stat(dir)
 		if err != nil {
-			return invalid(fmt.Errorf("%w %s: directory %s: %v", ErrOutput, out, dir, errors.Unwrap(err)))
+			return asInput(fmt.Errorf("%w %s: directory %s: %v", fixup.ErrOutput, out, dir, errors.Unwrap(err)))
 		}
 		if !st.IsDir() {
-			return invalid(fmt.Errorf("%w %s: %s is not a directory", ErrOutput, out, dir))
+			return asInput(fmt.Errorf("%w %s: %s is not a directory", fixup.ErrOutput, out, dir))
 		}
 		if ost, err := os.Stat(out); err == nil && ost.IsDir() {
-			return invalid(fmt.Errorf("%w %s: is a directory", ErrOutput, out))
+			return asInput(fmt.Errorf("%w %s: is a directory", fixup.ErrOutput, out))
 		}
 		for _, in := range inputs {
 			if same(in, out) {
-				return invalid(fmt.Errorf("%w %s: is also the input; write the output elsewhere", ErrOutput, out))
+				return asInput(fmt.Errorf("%w %s: is also the input; write the output elsewhere", fixup.ErrOutput, out))
 			}
 		}
 	}
 	for i, a := range outputs {
 		for _, b := range outputs[i+1:] {
 			if a != "" && same(a, b) {
-				return invalid(fmt.Errorf("%w %s: given for two outputs", ErrOutput, a))
+				return asInput(fmt.Errorf("%w %s: given for two outputs", fixup.ErrOutput, a))
 			}
 		}
 	}
@@ -59,10 +61,10 @@ func same(a, b string) bool {
 	return aa == ab
 }
 
-// WriteFiles writes every output or none: each goes to a temporary file in
+// writeFiles writes every output or none: each goes to a temporary file in
 // its own directory, then all are renamed into place. On failure the
 // temporary files are removed, and outputs already renamed are removed too.
-func WriteFiles(outs ...Output) (err error) {
+func writeFiles(outs ...output) (err error) {
 	var temps []string
 	defer func() {
 		for _, t := range temps {
@@ -81,17 +83,17 @@ func WriteFiles(outs ...Output) (err error) {
 			for _, done := range outs[:i] {
 				os.Remove(done.Path)
 			}
-			return fmt.Errorf("%w %s: %v", ErrOutput, o.Path, err)
+			return fmt.Errorf("%w %s: %v", fixup.ErrOutput, o.Path, err)
 		}
 		temps[i] = ""
 	}
 	return nil
 }
 
-func writeTemp(o Output) (string, error) {
+func writeTemp(o output) (string, error) {
 	f, err := os.CreateTemp(filepath.Dir(o.Path), "."+filepath.Base(o.Path)+".tmp-*")
 	if err != nil {
-		return "", fmt.Errorf("%w %s: %v", ErrOutput, o.Path, err)
+		return "", fmt.Errorf("%w %s: %v", fixup.ErrOutput, o.Path, err)
 	}
 	name := f.Name()
 	_, err = f.Write(o.Data)
@@ -106,13 +108,10 @@ func writeTemp(o Output) (string, error) {
 	}
 	if err != nil {
 		os.Remove(name)
-		return "", fmt.Errorf("%w %s: %v", ErrOutput, o.Path, err)
+		return "", fmt.Errorf("%w %s: %v", fixup.ErrOutput, o.Path, err)
 	}
 	return name, nil
 }
 
-// MappingJSON encodes a relocation mapping (CNAB Core 103) as canonical
-// JSON.
-func MappingJSON(m map[string]string) ([]byte, error) {
-	return Canonical(m)
-}
+// asInput marks err as bad input (exit 2).
+func asInput(err error) error { return inputErr{err} }

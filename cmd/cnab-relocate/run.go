@@ -126,6 +126,9 @@ func failure(stderr io.Writer, cmd string, err error) int {
 	for _, l := range lines {
 		fmt.Fprintf(stderr, "cnab-relocate %s: %s\n", cmd, l)
 	}
+	for _, h := range hints(err) {
+		fmt.Fprintf(stderr, "cnab-relocate %s: hint: %s\n", cmd, h)
+	}
 	if errors.Is(err, fixup.ErrInvalidInput) {
 		return exitUsage
 	}

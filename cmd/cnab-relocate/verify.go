@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/cnabio/cnab-relocate/fixup"
+	"github.com/cnabio/cnab-relocate/resolver"
 )
 
 const verifyHelp = `Check that every relocated image of a bundle is in its target registry with
@@ -63,7 +64,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return failure(stderr, "verify", invalidf("relocation mapping %s: not a JSON object of strings: %v", mappingFile, err))
 		}
 	}
-	r, err := reg.resolver(nil)
+	r, err := resolver.New(reg.resolverOptions())
 	if err != nil {
 		return failure(stderr, "verify", err)
 	}

@@ -1,6 +1,8 @@
-package layout
+// Package verify checks content against its descriptor while it streams.
+package verify
 
 import (
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -8,6 +10,11 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
+
+// ErrDigestMismatch is returned when content does not have the size or
+// digest its descriptor gives. layout and fixup export it under their own
+// names.
+var ErrDigestMismatch = errors.New("digest mismatch")
 
 // verifier passes a stream through and fails it, instead of ending it,
 // when its bytes are not exactly desc.Size long with digest desc.Digest.
@@ -23,7 +30,7 @@ type verifier struct {
 	err  error
 }
 
-// NewVerifier returns a reader of r that checks size and digest while it
+// NewReader returns a reader of r that checks size and digest while it
 // streams. At the end it returns io.EOF only if both match; otherwise an
 // error wrapping ErrDigestMismatch. It never hands over the bytes that
 // complete wrong content: the read that brings the count to desc.Size is
@@ -31,7 +38,7 @@ type verifier struct {
 // desc.Size are not returned at all. A stream that ends early is a
 // mismatch; other read errors (a reset connection) pass through unchanged.
 // An invalid or unsupported digest fails the first read.
-func NewVerifier(r io.Reader, desc ocispec.Descriptor) io.Reader {
+func NewReader(r io.Reader, desc ocispec.Descriptor) io.Reader {
 	return newVerifier(r, desc)
 }
 
@@ -87,7 +94,12 @@ func (v *verifier) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// readCloser verifies what it reads from a file and closes the file.
+// ReadCloser is NewReader for a stream that must be closed: Close closes rc.
+func ReadCloser(rc io.ReadCloser, desc ocispec.Descriptor) io.ReadCloser {
+	return readCloser{newVerifier(rc, desc), rc}
+}
+
+// readCloser verifies what it reads and closes the stream.
 type readCloser struct {
 	*verifier
 	c io.Closer

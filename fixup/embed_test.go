@@ -1,0 +1,76 @@
+package fixup
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/containerd/containerd/remotes"
+	"github.com/containerd/containerd/remotes/docker"
+
+	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/cnabio/cnab-relocate/relocator"
+)
+
+// pushOnly is a resolver whose pusher only has containerd's Push method:
+// it cannot stream, and the engine must say so rather than panic.
+type pushOnly struct{ remotes.Resolver }
+
+type notIngester struct{ remotes.Pusher }
+
+func (p pushOnly) Pusher(ctx context.Context, ref string) (remotes.Pusher, error) {
+	return notIngester{}, nil
+}
+
+func TestNewClientRefusesAPusherThatCannotStream(t *testing.T) {
+	_, err := NewClient(ClientOptions{Resolver: pushOnly{docker.NewResolver(docker.ResolverOptions{})}})
+	if !errors.Is(err, ErrUnsupportedResolver) {
+		t.Fatalf("NewClient = %v, want ErrUnsupportedResolver", err)
+	}
+	m, _ := relocator.New(relocator.OneToOne, "127.0.0.1:1/team")
+	b, _ := Parse([]byte(`{"invocationImages": [{"image": "127.0.0.1:1/app:1"}]}`))
+	if _, err := Relocate(context.Background(), b, Options{Mapping: m, ClientOptions: ClientOptions{Resolver: pushOnly{docker.NewResolver(docker.ResolverOptions{})}}}); !errors.Is(err, ErrUnsupportedResolver) {
+		t.Fatalf("Relocate = %v, want ErrUnsupportedResolver", err)
+	}
+}
+
+// TestReferrersSearchedSaysWhetherAnybodyLooked: a plain containerd
+// resolver cannot list tags or referrers; the result says the referrers
+// were not searched instead of reporting none.
+func TestReferrersSearchedSaysWhetherAnybodyLooked(t *testing.T) {
+	ctx := context.Background()
+	src, dst := registrytest.StartMemory(true), registrytest.StartMemory(true)
+	defer src.Close()
+	defer dst.Close()
+	img, err := src.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "vendor/app", Tag: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Parse([]byte(`{"invocationImages": [{"image": "` + img.Ref(src.Host) + `"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := docker.NewResolver(docker.ResolverOptions{Hosts: docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(docker.MatchAllHosts))})
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	for _, tc := range []struct {
+		name     string
+		opts     ClientOptions
+		prefix   string
+		searched bool
+	}{
+		{"containerd's resolver", ClientOptions{Resolver: plain}, "a", false},
+		{"this module's resolver", ClientOptions{}, "b", true},
+		{"referrers off", ClientOptions{Referrers: ReferrerOptions{Disabled: true}}, "c", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, _ := relocator.New(relocator.OneToOne, dst.Host+"/"+tc.prefix)
+			res, err := Relocate(ctx, b, Options{Mapping: m, ClientOptions: tc.opts})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := res.Images[0].ReferrersSearched; got != tc.searched {
+				t.Errorf("ReferrersSearched = %v, want %v", got, tc.searched)
+			}
+		})
+	}
+}

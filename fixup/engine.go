@@ -1,0 +1,664 @@
+package fixup
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/remotes"
+	"github.com/containerd/containerd/remotes/docker"
+	remoteserrors "github.com/containerd/containerd/remotes/errors"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cnabio/cnab-relocate/internal/retry"
+	"github.com/cnabio/cnab-relocate/internal/verify"
+	"github.com/cnabio/cnab-relocate/relocator"
+	"github.com/cnabio/cnab-relocate/resolver"
+)
+
+// job is the work for one image: one distinct reference of a bundle, or
+// the one image of Copy, Layout.Add or Layout.Push.
+type job struct {
+	img    Image
+	want   digest.Digest   // the root digest the caller records ("" when none)
+	target reference.Named // where it goes: the relocated reference, or its name in a layout
+	host   string          // target namespace (see target.locate)
+	repo   string
+	root   ocispec.Descriptor
+	graph  *graph
+	refs   []referrerGraph
+	fetch  remotes.Fetcher
+	start  time.Time
+
+	mu  sync.Mutex
+	res ImageResult
+	err error
+}
+
+func newJob(img Image, want digest.Digest) *job {
+	return &job{img: img, want: want, res: ImageResult{Source: img.Ref}}
+}
+
+func (j *job) fail(err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.err == nil {
+		j.err = err
+	}
+}
+
+func (j *job) failedErr() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.err
+}
+
+func (j *job) add(kind EventKind, n int64) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	switch kind {
+	case BlobCopied:
+		j.res.BytesCopied += n
+	case BlobMounted:
+		j.res.BytesMounted += n
+	case BlobSkipped:
+		j.res.BytesSkipped += n
+	}
+}
+
+// result returns j's outcome; wrap says what was being done, for its error
+// ("relocating", "exporting").
+func (j *job) result(dst target, wrap string) ImageResult {
+	r := j.res
+	r.Duration = time.Since(j.start)
+	if j.target != nil {
+		r.Target = dst.display(j)
+	}
+	r.Digest = j.root.Digest
+	r.MediaType = j.root.MediaType
+	if err := j.failedErr(); err != nil {
+		r.Err = fmt.Errorf("%s %s: %w", wrap, j.img.Ref, err)
+	}
+	return r
+}
+
+// engine copies the content graphs of images from a source to a target:
+// every command and every method of Client is one run of it.
+type engine struct {
+	c       *Client
+	src     Source
+	dst     target
+	mapping *relocator.Mapping // maps a job without a target once its digest is known
+	policy  retry.Policy
+
+	evMu sync.Mutex
+}
+
+func (c *Client) engine(src Source, dst target, m *relocator.Mapping) *engine {
+	if src == nil {
+		src = NewRegistrySource(c.resolver)
+	}
+	return &engine{c: c, src: src, dst: dst, mapping: m, policy: retry.Policy{
+		Retries:   c.retries,
+		Retryable: retryable,
+		Wait:      retryWait,
+		Logger:    c.logger,
+	}}
+}
+
+func (e *engine) emit(ev Event) {
+	if e.c.opts.OnEvent == nil {
+		return
+	}
+	ev.Time = time.Now()
+	e.evMu.Lock()
+	defer e.evMu.Unlock()
+	e.c.opts.OnEvent(ev)
+}
+
+func (e *engine) failJob(j *job, err error) {
+	j.fail(err)
+	ev := Event{Kind: ImageFailed, Image: j.img.Ref, Err: err}
+	if j.target != nil {
+		ev.Target = e.dst.display(j)
+	}
+	e.emit(ev)
+}
+
+// run copies every job's image: plan each (find its root, skip it when the
+// target has it, read its manifests and referrers), then the blobs of all
+// images, each unique blob once per target namespace, biggest first; then
+// each image's manifests, children before parents, the root last. A job
+// that fails keeps its error (see job.result) and the others go on; run
+// returns an error only when ctx ends.
+func (e *engine) run(ctx context.Context, jobs []*job) error {
+	ctx = withoutLogs(ctx)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(e.c.jobs)
+	for _, j := range jobs {
+		g.Go(func() error {
+			j.start = time.Now()
+			if err := e.plan(gctx, j); err != nil {
+				e.failJob(j, err)
+			}
+			return ctx.Err()
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+
+	if err := e.copyBlobs(ctx, jobs); err != nil {
+		return err
+	}
+
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(e.c.jobs)
+	for _, j := range jobs {
+		if j.graph == nil || j.failedErr() != nil {
+			continue
+		}
+		g.Go(func() error {
+			if err := e.pushManifests(gctx, j); err != nil {
+				e.failJob(j, err)
+				return ctx.Err()
+			}
+			e.emit(Event{Kind: ImageDone, Image: j.img.Ref, Target: e.dst.display(j), Digest: j.root.Digest})
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := e.dst.finish(ctx); err != nil {
+		for _, j := range jobs {
+			if j.failedErr() == nil {
+				j.fail(err)
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+// plan fills in j's target, root and graph, or marks it present.
+func (e *engine) plan(ctx context.Context, j *job) error {
+	e.emit(Event{Kind: ImageStarted, Image: j.img.Ref})
+	if j.want != "" {
+		if err := e.mapTarget(j, j.want); err != nil {
+			return err
+		}
+		if present, err := e.present(ctx, j, j.want); err != nil || present {
+			return err
+		}
+	}
+	root, err := e.src.Resolve(ctx, j.img, j.want)
+	if err != nil {
+		return e.sourceErr(j, "resolving the image", err)
+	}
+	j.root = root
+	if j.want == "" {
+		if err := e.mapTarget(j, root.Digest); err != nil {
+			return err
+		}
+		if present, err := e.present(ctx, j, root.Digest); err != nil || present {
+			return err
+		}
+	}
+	f, err := e.src.Fetcher(ctx, j.img)
+	if err != nil {
+		return e.sourceErr(j, "fetching", err)
+	}
+	j.fetch = f
+	gr, err := walkRetries(ctx, f, root, e.policy)
+	if err != nil {
+		return e.sourceErr(j, "reading the image", err)
+	}
+	j.graph = gr
+	j.root.MediaType = gr.manifests[len(gr.manifests)-1].desc.MediaType
+	refs, searched, err := e.findReferrers(ctx, j, gr)
+	if err != nil {
+		return e.sourceErr(j, "finding referrers", err)
+	}
+	j.refs = refs
+	j.res.ReferrersSearched = searched
+	mergeBlobs(gr, refs)
+	// Size is everything that travels: manifests and blobs of the image
+	// and of its referrers.
+	size := gr.size()
+	for _, r := range refs {
+		for _, m := range r.graph.manifests {
+			size += m.desc.Size
+		}
+	}
+	e.emit(Event{Kind: ImagePlanned, Image: j.img.Ref, Target: e.dst.display(j), Digest: root.Digest, Size: size})
+	return nil
+}
+
+// errNoReferrerListing is returned by a source that cannot list tags or
+// referrers.
+var errNoReferrerListing = errors.New("the source cannot list tags or referrers")
+
+// findReferrers returns the referrers of g that travel with j's image, and
+// whether the source was searched for them: not when they are off or the
+// source cannot list them. With BestEffort a failure is reported as an
+// event and what was found is kept.
+func (e *engine) findReferrers(ctx context.Context, j *job, g *graph) ([]referrerGraph, bool, error) {
+	opts := e.c.opts.Referrers
+	rs, ok := e.src.(ReferrerSource)
+	if opts.Disabled || !ok {
+		return nil, false, nil
+	}
+	fetch := func(d ocispec.Descriptor) (*graph, error) {
+		return walkRetries(ctx, j.fetch, d, e.policy)
+	}
+	refs, err := findReferrers(ctx, rs, j.img, fetch, g, opts)
+	if errors.Is(err, errNoReferrerListing) {
+		return nil, false, nil
+	}
+	if err != nil && opts.BestEffort && ctx.Err() == nil {
+		e.c.logger.Warn("referrers not copied", "image", j.img.Ref, "err", err)
+		e.emit(Event{Kind: ReferrerFailed, Image: j.img.Ref, Err: err})
+		return refs, true, nil
+	}
+	return refs, true, err
+}
+
+// mapTarget sets j's target for root digest d, unless it is set already.
+func (e *engine) mapTarget(j *job, d digest.Digest) error {
+	if j.target == nil {
+		if e.mapping == nil {
+			return invalid(fmt.Errorf("%s: no target", j.img.Ref))
+		}
+		t, err := e.mapping.Map(j.img.Named, d)
+		if err != nil {
+			return invalid(fmt.Errorf("%s (%s): %w", j.img.Ref, j.img.Field, err))
+		}
+		j.target = t
+	}
+	j.host, j.repo = e.dst.locate(j.target)
+	return nil
+}
+
+// present reports whether the target already holds the image: its name
+// (tag) pointing at d, else the manifest d. One HEAD for a registry.
+func (e *engine) present(ctx context.Context, j *job, d digest.Digest) (bool, error) {
+	desc, err := e.dst.lookup(ctx, j, d)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return false, nil
+		}
+		return false, e.targetErr(j, "checking the target", err)
+	}
+	if desc.Digest != d {
+		return false, nil
+	}
+	j.root = desc
+	j.res.Present = true
+	e.emit(Event{Kind: ImagePresent, Image: j.img.Ref, Target: e.dst.display(j), Digest: d})
+	return true, nil
+}
+
+func (e *engine) sourceErr(j *job, what string, err error) error {
+	if errors.Is(err, ErrInvalidInput) || errors.Is(err, ErrSource) {
+		return err
+	}
+	host, _ := e.src.Location(j.img)
+	if host != "" {
+		err = registryError(host, err)
+	}
+	return sideError{ErrSource, fmt.Errorf("%s: %s: %w", e.src.Name(j.img), what, err)}
+}
+
+func (e *engine) targetErr(j *job, what string, err error) error {
+	if errors.Is(err, ErrInvalidInput) || errors.Is(err, ErrSource) || errors.Is(err, ErrTarget) {
+		return err
+	}
+	var ce error = err
+	if j.host != "" {
+		ce = registryError(j.host, err)
+	}
+	if errors.Is(err, ErrOutput) {
+		// A local write: the layout's path is in the message already.
+		return sideError{ErrTarget, fmt.Errorf("%s: %w", what, ce)}
+	}
+	return sideError{ErrTarget, fmt.Errorf("%s: %s: %w", e.dst.describe(j.host), what, ce)}
+}
+
+// blobTask is one unique blob for one target namespace, with every
+// repository of it that needs the blob and the images that need it there.
+type blobTask struct {
+	desc  ocispec.Descriptor
+	host  string
+	repos []string          // in first-seen order
+	users map[string][]*job // repo -> images needing the blob there
+}
+
+func (e *engine) copyBlobs(ctx context.Context, jobs []*job) error {
+	tasks := map[string]*blobTask{}
+	var order []*blobTask
+	for _, j := range jobs {
+		if j.graph == nil || j.failedErr() != nil {
+			continue
+		}
+		for _, b := range j.graph.blobs {
+			key := j.host + "\x00" + b.Digest.String()
+			t, ok := tasks[key]
+			if !ok {
+				t = &blobTask{desc: b, host: j.host, users: map[string][]*job{}}
+				tasks[key] = t
+				order = append(order, t)
+			}
+			if _, ok := t.users[j.repo]; !ok {
+				t.repos = append(t.repos, j.repo)
+			}
+			t.users[j.repo] = append(t.users[j.repo], j)
+		}
+	}
+	// Biggest first, so the tail is short.
+	slices.SortStableFunc(order, func(a, b *blobTask) int { return cmp.Compare(b.desc.Size, a.desc.Size) })
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(e.c.jobs)
+	for _, t := range order {
+		g.Go(func() error {
+			e.copyBlob(gctx, t)
+			return ctx.Err()
+		})
+	}
+	return g.Wait()
+}
+
+// copyBlob puts t's blob into each repository that needs it: the first by
+// upload (or by mount from the source when source and target share a
+// registry), the others by mount from the first. A repository whose images
+// have all failed meanwhile gets nothing.
+func (e *engine) copyBlob(ctx context.Context, t *blobTask) {
+	var done []string
+	for _, repo := range t.repos {
+		users := slices.DeleteFunc(slices.Clone(t.users[repo]), func(u *job) bool { return u.failedErr() != nil })
+		if len(users) == 0 {
+			continue
+		}
+		// The first image streams the bytes and gets the credit.
+		owner := users[0]
+		mountFrom := slices.Clone(done)
+		if len(mountFrom) == 0 {
+			if h, r := e.src.Location(owner.img); h == t.host && r != "" {
+				mountFrom = append(mountFrom, r)
+			}
+		}
+		kind, err := e.putBlob(ctx, owner, repo, t.desc, mountFrom)
+		if err != nil {
+			for _, u := range users {
+				e.failJob(u, err)
+			}
+			continue
+		}
+		done = append(done, repo)
+		for i, u := range users {
+			k := kind
+			if i > 0 {
+				k = BlobSkipped
+			}
+			u.add(k, t.desc.Size)
+			e.emit(Event{Kind: k, Image: u.img.Ref, Target: e.dst.display(u), Digest: t.desc.Digest, Size: t.desc.Size})
+		}
+	}
+}
+
+// putBlob places one blob in j's target namespace, repository repo,
+// retrying whole on transient failures, and says how: copied, mounted or
+// already there. A retry starts a new upload and fetches the blob again
+// from its first byte; every byte is checked against the digest.
+func (e *engine) putBlob(ctx context.Context, j *job, repo string, desc ocispec.Descriptor, mountFrom []string) (EventKind, error) {
+	what := "blob " + desc.Digest.String()
+	open := func(ctx context.Context) (io.ReadCloser, error) {
+		rc, err := j.fetch.Fetch(ctx, desc)
+		if err != nil {
+			return nil, e.sourceErr(j, "fetching "+what, err)
+		}
+		return sourceReader{verify.ReadCloser(rc, desc), func(err error) error { return e.sourceErr(j, "fetching "+what, err) }}, nil
+	}
+	progress := func(n int64) {
+		e.emit(Event{Kind: BlobProgress, Image: j.img.Ref, Target: e.dst.display(j), Digest: desc.Digest, Size: desc.Size, Bytes: n})
+	}
+	var kind EventKind
+	err := e.policy.Do(ctx, what+" to "+e.dst.describe(j.host)+" "+repo, func(int) error {
+		var err error
+		kind, err = e.dst.putBlob(ctx, j.host, repo, desc, mountFrom, open, progress)
+		return err
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		return "", e.targetErr(j, "pushing "+what, err)
+	}
+	return kind, nil
+}
+
+// pushManifests pushes j's manifests byte for byte, children first, then
+// its referrers (whose subjects need not exist yet: registries accept
+// that), then the root under its name, so an image that is present has its
+// referrers too.
+func (e *engine) pushManifests(ctx context.Context, j *job) error {
+	manifests := j.graph.manifests
+	for _, m := range manifests[:len(manifests)-1] {
+		if err := e.putManifest(ctx, j, m, "", false); err != nil {
+			return err
+		}
+	}
+	bestEffort := e.c.opts.Referrers.BestEffort
+	for _, r := range j.refs {
+		if err := e.pushReferrer(ctx, j, r); err != nil {
+			if !bestEffort || ctx.Err() != nil {
+				return err
+			}
+			e.c.logger.Warn("referrer not copied", "image", j.img.Ref, "referrer", r.Desc.Digest, "err", err)
+			e.emit(Event{Kind: ReferrerFailed, Image: j.img.Ref, Target: e.dst.display(j), Digest: r.Desc.Digest, Err: err})
+		}
+	}
+	if err := e.indexReferrers(ctx, j); err != nil {
+		if !bestEffort || ctx.Err() != nil {
+			return err
+		}
+		e.emit(Event{Kind: ReferrerFailed, Image: j.img.Ref, Target: e.dst.display(j), Err: err})
+	}
+	return e.putManifest(ctx, j, manifests[len(manifests)-1], "", true)
+}
+
+// pushReferrer pushes a referrer's manifests with j's image, under its tag
+// when it has one.
+func (e *engine) pushReferrer(ctx context.Context, j *job, r referrerGraph) error {
+	ms := r.graph.manifests
+	for i, m := range ms {
+		tag := ""
+		if i == len(ms)-1 {
+			tag = r.Tag
+		}
+		if err := e.putManifest(ctx, j, m, tag, false); err != nil {
+			return err
+		}
+	}
+	j.mu.Lock()
+	j.res.Referrers = append(j.res.Referrers, ReferrerResult{Subject: r.subject, Digest: r.Desc.Digest, MediaType: r.Desc.MediaType, ArtifactType: r.artifactType, Tag: r.Tag})
+	j.mu.Unlock()
+	e.emit(Event{Kind: ReferrerCopied, Image: j.img.Ref, Target: e.dst.display(j), Digest: r.Desc.Digest, Size: r.Desc.Size})
+	return nil
+}
+
+// indexReferrers makes j's referrers found without a tag findable in the
+// target (see target.referrerIndexes).
+func (e *engine) indexReferrers(ctx context.Context, j *job) error {
+	idx, err := e.dst.referrerIndexes(ctx, j, j.refs)
+	if err != nil {
+		return e.targetErr(j, "indexing referrers", err)
+	}
+	for _, t := range idx {
+		if err := e.putManifest(ctx, j, t.n, t.tag, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// putManifest pushes one manifest, retried whole.
+func (e *engine) putManifest(ctx context.Context, j *job, n node, tag string, root bool) error {
+	what := "manifest " + n.desc.Digest.String()
+	var pushed bool
+	err := e.policy.Do(ctx, what+" to "+e.dst.describe(j.host)+" "+j.repo, func(int) error {
+		var err error
+		pushed, err = e.dst.putManifest(ctx, j, n, tag, root)
+		return err
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return e.targetErr(j, "pushing "+what, err)
+	}
+	if pushed {
+		e.emit(Event{Kind: ManifestPushed, Image: j.img.Ref, Target: e.dst.display(j), Digest: n.desc.Digest, Size: n.desc.Size})
+	}
+	return nil
+}
+
+// sourceReader says which side failed: its read errors (but io.EOF) are
+// source errors.
+type sourceReader struct {
+	io.ReadCloser
+	wrap func(error) error
+}
+
+func (r sourceReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = r.wrap(err)
+	}
+	return n, err
+}
+
+// readErr remembers the error of the reader, so a failed copy can say
+// which side failed.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErr) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
+}
+
+// progressWriter reports written bytes in steps of at least 1 MiB.
+type progressWriter struct {
+	w       io.Writer
+	pending int64
+	flush   func(int64)
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.pending += int64(n)
+	if p.pending >= 1<<20 {
+		p.flush(p.pending)
+		p.pending = 0
+	}
+	return n, err
+}
+
+func (p *progressWriter) done() {
+	if p.pending > 0 {
+		p.flush(p.pending)
+		p.pending = 0
+	}
+}
+
+// retryWait is the wait before retry attempt+1 after err: the server's
+// Retry-After if it sent one, else the default backoff.
+func retryWait(err error, attempt int) time.Duration {
+	var se *resolver.StatusError
+	if errors.As(err, &se) && se.RetryAfter > 0 {
+		return se.RetryAfter
+	}
+	return retry.Backoff(attempt)
+}
+
+// retryable reports whether a whole blob or manifest transfer is worth
+// another try. Worth it: a failure the transport could not retry itself
+// (a connection reset while a body streams, any transient failure of a
+// streaming upload, a reset of containerd's upload pipe, an upload session
+// the registry forgot). Not worth it: content that does not match its
+// digest, bad input, a local write failure, authentication and
+// authorization failures, missing content, any other 4xx, cancellation,
+// and transient failures the transport already retried as often as it was
+// allowed to.
+func retryable(err error) bool {
+	if errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrInvalidInput) || errors.Is(err, ErrOutput) ||
+		errors.Is(err, ErrUnsupportedResolver) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, resolver.ErrRetriesExhausted) ||
+		errors.Is(err, docker.ErrInvalidAuthorization) || errdefs.IsNotFound(err) {
+		return false
+	}
+	if uploadUnknown(err) {
+		// The upload session vanished (a lost response, a restarted
+		// registry): start a new one.
+		return true
+	}
+	var se *resolver.StatusError
+	if errors.As(err, &se) {
+		return true // 408, 429 or 5xx of a request the transport could not replay
+	}
+	var us remoteserrors.ErrUnexpectedStatus
+	if errors.As(err, &us) {
+		return transientStatus(us.StatusCode)
+	}
+	if m := fetchStatus.FindStringSubmatch(err.Error()); m != nil {
+		code, _ := strconv.Atoi(m[1])
+		return transientStatus(code)
+	}
+	// Network errors mid-body, content.ErrReset, a closed pipe: transient.
+	return true
+}
+
+func transientStatus(code int) bool {
+	switch {
+	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests:
+		return true
+	case code >= 400 && code < 500:
+		return false
+	}
+	return true
+}
+
+// uploadUnknown reports whether err is the registry saying an upload
+// session does not exist (BLOB_UPLOAD_UNKNOWN).
+func uploadUnknown(err error) bool {
+	var us remoteserrors.ErrUnexpectedStatus
+	if errors.As(err, &us) && bytes.Contains(us.Body, []byte("BLOB_UPLOAD_UNKNOWN")) {
+		return true
+	}
+	m := strings.ToLower(err.Error())
+	return strings.Contains(m, "blob upload unknown") || strings.Contains(m, "blob_upload_unknown")
+}
