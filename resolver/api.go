@@ -78,26 +78,32 @@ func (r *Resolver) Referrers(ctx context.Context, repo string, subject digest.Di
 // the transport retries failed requests, not failed reads. link is the
 // response's Link header.
 func (r *Resolver) getJSON(ctx context.Context, named reference.Named, path, accept string, v any) (found bool, link string, err error) {
-	for attempt := 0; ; attempt++ {
+	// The transport has retried the request already: only a failed read
+	// of the body is retried here.
+	var requestErr error
+	p := retry.Policy{Retries: r.hosts.retries, Logger: r.hosts.logger,
+		Retryable: func(err error) bool { return err != requestErr && retry.TransientNetError(err) }}
+	err = p.Do(ctx, "GET "+path, func(int) error {
 		resp, err := r.get(ctx, named, path, accept)
 		if err != nil {
-			return false, "", err
+			requestErr = err
+			return err
 		}
 		if unsupported(resp) {
 			resp.Body.Close()
-			return false, "", nil
+			found = false
+			return nil
 		}
-		err = decode(resp, v)
-		if err == nil {
-			return true, resp.Header.Get("Link"), nil
+		if err := decode(resp, v); err != nil {
+			return err
 		}
-		if !retry.TransientNetError(err) || attempt >= r.hosts.retries || ctx.Err() != nil {
-			return false, "", err
-		}
-		if err := retry.Sleep(ctx, retry.Backoff(attempt)); err != nil {
-			return false, "", err
-		}
+		found, link = true, resp.Header.Get("Link")
+		return nil
+	})
+	if err != nil {
+		return false, "", err
 	}
+	return found, link, nil
 }
 
 // get sends an authorised GET for path under /v2/<repo>, answering the
