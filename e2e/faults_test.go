@@ -119,7 +119,7 @@ func TestFaultsSeededRuns(t *testing.T) {
 		t.Run(fmt.Sprintf("seed=%d/%s", i, side), func(t *testing.T) {
 			dir := t.TempDir()
 			opts := registrytest.FaultOptions{Seed: uint64(i), Rate: 0.10}
-			var p *registrytest.FaultProxy
+			var p *registrytest.Proxy
 			var refs map[string]string
 			bundlePath := filepath.Join(dir, "bundle.json")
 			prefix := fmt.Sprintf("%s/run%d", dst.Host, i)
@@ -130,7 +130,7 @@ func TestFaultsSeededRuns(t *testing.T) {
 					{Match: registrytest.MatchKind("GET blob"), Fault: registrytest.Fault{Kind: registrytest.FaultCloseResponse, After: -1}, Times: 1},
 					{Match: registrytest.MatchKind("HEAD manifest"), Fault: registrytest.Fault{Kind: registrytest.FaultStatus, Status: 429, RetryAfter: "0"}, Times: 1},
 				}
-				p = registrytest.NewFaultProxy(src, opts)
+				p = registrytest.NewProxy(src, registrytest.ProxyOptions{Faults: opts})
 				refs = writeBundleVia(t, f, p.Host, bundlePath)
 			} else {
 				opts.Rules = []registrytest.FaultRule{
@@ -139,7 +139,7 @@ func TestFaultsSeededRuns(t *testing.T) {
 					{Match: registrytest.MatchKind("PUT manifest"), Fault: registrytest.Fault{Kind: registrytest.FaultStatus, Status: 503}, Times: 1},
 					{Match: registrytest.MatchKind("POST upload"), Fault: registrytest.Fault{Kind: registrytest.FaultStatus, Status: 500}, Times: 1},
 				}
-				p = registrytest.NewFaultProxy(dst, opts)
+				p = registrytest.NewProxy(dst, registrytest.ProxyOptions{Faults: opts})
 				refs = writeBundleVia(t, f, src.Host, bundlePath)
 				prefix = fmt.Sprintf("%s/run%d", p.Host, i)
 			}
@@ -187,9 +187,9 @@ func TestFaultImageBlobsAlwaysFail(t *testing.T) {
 	for _, b := range f.images["oci"].Blobs {
 		blobs = append(blobs, b.Digest)
 	}
-	p := registrytest.NewFaultProxy(src, registrytest.FaultOptions{Rules: []registrytest.FaultRule{
+	p := registrytest.NewProxy(src, registrytest.ProxyOptions{Faults: registrytest.FaultOptions{Rules: []registrytest.FaultRule{
 		{Match: registrytest.MatchBlobGET(false, blobs...), Fault: registrytest.Fault{Kind: registrytest.FaultStatus, Status: 500}},
-	}})
+	}}})
 	defer p.Close()
 	dir := t.TempDir()
 	bundlePath := filepath.Join(dir, "bundle.json")
@@ -251,9 +251,9 @@ func TestCorruptSource(t *testing.T) {
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			p := registrytest.NewFaultProxy(src, registrytest.FaultOptions{Rules: []registrytest.FaultRule{
+			p := registrytest.NewProxy(src, registrytest.ProxyOptions{Faults: registrytest.FaultOptions{Rules: []registrytest.FaultRule{
 				{Match: tc.match(f), Fault: registrytest.Fault{Kind: registrytest.FaultCorrupt, After: 40}},
-			}})
+			}}})
 			defer p.Close()
 			dir := t.TempDir()
 			bundlePath := filepath.Join(dir, "bundle.json")
@@ -379,10 +379,10 @@ func pollUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 // slowSource is a proxy in front of src that delays every blob GET, so that
 // a relocation takes a while and a signal lands in the middle of copying.
-func slowSource(src *registrytest.Registry) *registrytest.FaultProxy {
-	return registrytest.NewFaultProxy(src, registrytest.FaultOptions{Rules: []registrytest.FaultRule{
+func slowSource(src *registrytest.Registry) *registrytest.Proxy {
+	return registrytest.NewProxy(src, registrytest.ProxyOptions{Faults: registrytest.FaultOptions{Rules: []registrytest.FaultRule{
 		{Match: registrytest.MatchKind("GET blob"), Fault: registrytest.Fault{Kind: registrytest.FaultDelay, Delay: 300 * time.Millisecond}},
-	}})
+	}}})
 }
 
 // TestKillAndRerun: SIGKILL in the middle of copying, then the same command

@@ -1,6 +1,6 @@
 package e2e
 
-// The fault proxy of internal/registrytest against a real docker-registry; moved
+// The faults of internal/registrytest's Proxy against a real docker-registry; moved
 // here from internal/registrytest so that make unit runs without the binary.
 
 import (
@@ -26,7 +26,7 @@ func harnessPlainClient() *http.Client {
 	return &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}, Timeout: 10 * time.Second}
 }
 
-func TestHarnessFaultProxy(t *testing.T) {
+func TestHarnessProxyFaults(t *testing.T) {
 	reg := registrytest.Start(t, registrytest.Options{})
 	ctx := context.Background()
 	data := registrytest.RandomBytes(7, 256<<10)
@@ -34,10 +34,10 @@ func TestHarnessFaultProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blobURL := func(p *registrytest.FaultProxy) string {
+	blobURL := func(p *registrytest.Proxy) string {
 		return p.URL + "/v2/fault/blob/blobs/" + blob.Digest.String()
 	}
-	get := func(t *testing.T, p *registrytest.FaultProxy) (*http.Response, []byte, error) {
+	get := func(t *testing.T, p *registrytest.Proxy) (*http.Response, []byte, error) {
 		t.Helper()
 		resp, err := harnessPlainClient().Get(blobURL(p))
 		if err != nil {
@@ -47,12 +47,12 @@ func TestHarnessFaultProxy(t *testing.T) {
 		body, err := io.ReadAll(resp.Body)
 		return resp, body, err
 	}
-	rule := func(f registrytest.Fault) registrytest.FaultOptions {
-		return registrytest.FaultOptions{Rules: []registrytest.FaultRule{{Match: registrytest.MatchBlobGET(false, blob.Digest), Fault: f, Times: 1}}}
+	rule := func(f registrytest.Fault) registrytest.ProxyOptions {
+		return registrytest.ProxyOptions{Faults: registrytest.FaultOptions{Rules: []registrytest.FaultRule{{Match: registrytest.MatchBlobGET(false, blob.Digest), Fault: f, Times: 1}}}}
 	}
 
 	t.Run("status with Retry-After, then passes", func(t *testing.T) {
-		p := registrytest.NewFaultProxy(reg, rule(registrytest.Fault{Kind: registrytest.FaultStatus, Status: 429, RetryAfter: "1"}))
+		p := registrytest.NewProxy(reg, rule(registrytest.Fault{Kind: registrytest.FaultStatus, Status: 429, RetryAfter: "1"}))
 		defer p.Close()
 		resp, _, err := get(t, p)
 		if err != nil || resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "1" {
@@ -68,7 +68,7 @@ func TestHarnessFaultProxy(t *testing.T) {
 	})
 
 	t.Run("reset in the middle of a response body", func(t *testing.T) {
-		p := registrytest.NewFaultProxy(reg, rule(registrytest.Fault{Kind: registrytest.FaultResetResponse, After: 100 << 10}))
+		p := registrytest.NewProxy(reg, rule(registrytest.Fault{Kind: registrytest.FaultResetResponse, After: 100 << 10}))
 		defer p.Close()
 		resp, body, err := get(t, p)
 		if resp == nil || resp.StatusCode != 200 {
@@ -84,7 +84,7 @@ func TestHarnessFaultProxy(t *testing.T) {
 	})
 
 	t.Run("clean close in the middle of a response body", func(t *testing.T) {
-		p := registrytest.NewFaultProxy(reg, rule(registrytest.Fault{Kind: registrytest.FaultCloseResponse, After: 1000}))
+		p := registrytest.NewProxy(reg, rule(registrytest.Fault{Kind: registrytest.FaultCloseResponse, After: 1000}))
 		defer p.Close()
 		_, body, err := get(t, p)
 		if !errors.Is(err, io.ErrUnexpectedEOF) || len(body) != 1000 {
@@ -93,7 +93,7 @@ func TestHarnessFaultProxy(t *testing.T) {
 	})
 
 	t.Run("corrupt byte", func(t *testing.T) {
-		p := registrytest.NewFaultProxy(reg, rule(registrytest.Fault{Kind: registrytest.FaultCorrupt, After: 12345}))
+		p := registrytest.NewProxy(reg, rule(registrytest.Fault{Kind: registrytest.FaultCorrupt, After: 12345}))
 		defer p.Close()
 		resp, body, err := get(t, p)
 		if err != nil || resp.StatusCode != 200 || len(body) != len(data) {
@@ -111,9 +111,9 @@ func TestHarnessFaultProxy(t *testing.T) {
 	})
 
 	t.Run("reset while reading a request body", func(t *testing.T) {
-		p := registrytest.NewFaultProxy(reg, registrytest.FaultOptions{Rules: []registrytest.FaultRule{{
+		p := registrytest.NewProxy(reg, registrytest.ProxyOptions{Faults: registrytest.FaultOptions{Rules: []registrytest.FaultRule{{
 			Match: registrytest.MatchKind("PUT blob"), Fault: registrytest.Fault{Kind: registrytest.FaultResetRequest, After: 10 << 10}, Times: 1,
-		}}})
+		}}}})
 		defer p.Close()
 		c := registrytest.NewClient(p.URL, harnessPlainClient(), "", "")
 		other := registrytest.RandomBytes(8, 200<<10)
@@ -134,7 +134,7 @@ func TestHarnessFaultProxy(t *testing.T) {
 	})
 
 	t.Run("delay", func(t *testing.T) {
-		p := registrytest.NewFaultProxy(reg, rule(registrytest.Fault{Kind: registrytest.FaultDelay, Delay: 300 * time.Millisecond}))
+		p := registrytest.NewProxy(reg, rule(registrytest.Fault{Kind: registrytest.FaultDelay, Delay: 300 * time.Millisecond}))
 		defer p.Close()
 		start := time.Now()
 		resp, body, err := get(t, p)
@@ -148,11 +148,11 @@ func TestHarnessFaultProxy(t *testing.T) {
 
 	t.Run("seeded schedule is reproducible", func(t *testing.T) {
 		run := func(seed uint64) []string {
-			p := registrytest.NewFaultProxy(reg, registrytest.FaultOptions{Seed: seed, Rate: 0.3, Faults: []registrytest.Fault{
+			p := registrytest.NewProxy(reg, registrytest.ProxyOptions{Faults: registrytest.FaultOptions{Seed: seed, Rate: 0.3, Faults: []registrytest.Fault{
 				{Kind: registrytest.FaultStatus, Status: 500},
 				{Kind: registrytest.FaultStatus, Status: 429, RetryAfter: "0"},
 				{Kind: registrytest.FaultCloseResponse, After: -1},
-			}})
+			}}})
 			defer p.Close()
 			for range 40 {
 				get(t, p)

@@ -203,7 +203,7 @@ func TestHarnessTLSRegistryWithAuth(t *testing.T) {
 	}
 
 	t.Run("through a proxy", func(t *testing.T) {
-		p := registrytest.NewCountingProxy(r)
+		p := registrytest.NewProxy(r, registrytest.ProxyOptions{})
 		defer p.Close()
 		c := registrytest.NewClient(p.URL, nil, r.Username, r.Password)
 		img, err := c.PushImage(ctx, registrytest.ImageSpec{Repo: "secure/proxied", Tag: "1", Layers: []int{100}, Seed: 8})
@@ -225,9 +225,9 @@ func TestHarnessTLSRegistryWithAuth(t *testing.T) {
 	})
 }
 
-func TestHarnessCountingProxy(t *testing.T) {
+func TestHarnessProxyCounts(t *testing.T) {
 	r := registrytest.Start(t, registrytest.Options{})
-	p := registrytest.NewCountingProxy(r)
+	p := registrytest.NewProxy(r, registrytest.ProxyOptions{})
 	defer p.Close()
 	c := registrytest.NewClient(p.URL, nil, "", "")
 	ctx := context.Background()

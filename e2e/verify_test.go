@@ -17,7 +17,7 @@ import (
 func TestVerifyHeadOnly(t *testing.T) {
 	src := registrytest.Start(t, registrytest.Options{})
 	dst := registrytest.Start(t, registrytest.Options{})
-	proxy := registrytest.NewCountingProxy(dst)
+	proxy := registrytest.NewProxy(dst, registrytest.ProxyOptions{})
 	defer proxy.Close()
 	f := seed(t, src)
 	dir := t.TempDir()

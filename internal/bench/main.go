@@ -4,7 +4,7 @@
 // It seeds a bundle's images in a source registry (default: 12 images, 3 of
 // them multi-arch with 2 platforms, 400 MiB of distinct blobs, 480 MiB
 // counting the shared base layer once per image), puts a counting proxy
-// (registrytest.NewCountingProxy) in front of the source and of each target,
+// (registrytest.NewProxy) in front of the source and of each target,
 // and runs every tool through the proxies:
 //
 //   - cnab-relocate cold: into an empty target registry;
@@ -91,7 +91,7 @@ func main() {
 	flag.IntVar(&cfg.bigMiB, "big-mib", 1024, "size of the -big layer in MiB")
 	flag.StringVar(&cfg.requests, "requests", "", "write every request the proxies saw, per case and run, to files in `DIR`")
 	flag.StringVar(&cfg.storage, "storage", "", "keep the registries' data and the work directory under `DIR` (default $TMPDIR; /dev/shm takes the disk out of the measurement)")
-	flag.DurationVar(&cfg.latency, "latency", 0, "delay every request by this much (a proxy in front of each counting proxy), as a remote registry's round trip would")
+	flag.DurationVar(&cfg.latency, "latency", 0, "delay every request by this much (in each counting proxy, before it counts and forwards), as a remote registry's round trip would")
 	flag.BoolVar(&cfg.noCrane, "no-crane", false, "measure cnab-relocate only (for sweeps of -jobs, say)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the work directory (bundle, mappings)")
 	flag.Parse()
@@ -184,11 +184,7 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
-	src, err := newEndpoint(srcReg, cfg.latency)
-	if err != nil {
-		srcReg.Close()
-		return err
-	}
+	src := newEndpoint(srcReg, cfg.latency)
 	defer src.Close()
 
 	logf("seeding %d images (%d MiB of distinct blobs) in the source registry %s (tools use %s)", cfg.images, cfg.uniqueMiB, srcReg.Host, src.host)
@@ -372,11 +368,7 @@ func withTarget(ctx context.Context, latency time.Duration, f func(*endpoint) er
 	if err != nil {
 		return err
 	}
-	tgt, err := newEndpoint(reg, latency)
-	if err != nil {
-		reg.Close()
-		return err
-	}
+	tgt := newEndpoint(reg, latency)
 	defer tgt.Close()
 	return f(tgt)
 }

@@ -97,35 +97,22 @@ func (m *measure) mounts() int {
 }
 
 // endpoint is a registry, its process and the counting proxy in front of
-// it; with -latency, a delaying proxy in front of that.
+// it, which with -latency also delays every request before counting and
+// forwarding it.
 type endpoint struct {
 	reg   *registrytest.Registry
 	proxy *registrytest.Proxy
-	delay *delayProxy // nil without -latency
-	pid   int         // the registry process, 0 when not found
-	// host is what the tools are given: the counting proxy, or the
-	// delaying proxy in front of it.
+	pid   int // the registry process, 0 when not found
+	// host is what the tools are given: the proxy.
 	host string
 }
 
-func newEndpoint(reg *registrytest.Registry, latency time.Duration) (*endpoint, error) {
-	e := &endpoint{reg: reg, proxy: registrytest.NewCountingProxy(reg), pid: findPID(reg.Dir)}
-	e.host = e.proxy.Host
-	if latency > 0 {
-		d, err := newDelayProxy(e.proxy.Host, latency)
-		if err != nil {
-			e.proxy.Close()
-			return nil, err
-		}
-		e.delay, e.host = d, d.Host
-	}
-	return e, nil
+func newEndpoint(reg *registrytest.Registry, latency time.Duration) *endpoint {
+	p := registrytest.NewProxy(reg, registrytest.ProxyOptions{Latency: latency})
+	return &endpoint{reg: reg, proxy: p, pid: findPID(reg.Dir), host: p.Host}
 }
 
 func (e *endpoint) Close() {
-	if e.delay != nil {
-		e.delay.Close()
-	}
 	e.proxy.Close()
 	e.reg.Close()
 }

@@ -11,7 +11,8 @@
 // Client pushes blobs, manifests and whole images (ImageSpec: single-platform manifests, OCI
 // indexes and Docker manifest lists, with deterministic random layers) with plain net/http, and
 // reads manifests back with HEAD and GET. Proxy sits in front of a registry and counts requests
-// by kind, so tests can prove how much work a copy did.
+// by kind, so tests can prove how much work a copy did; optionally it also delays every request
+// (ProxyOptions.Latency) and injects faults (ProxyOptions.Faults).
 //
 // What distribution 2.8 requires of a client, and what this package therefore does:
 //   - blob uploads are POST then PUT ?digest= (a single POST with a body is not supported);

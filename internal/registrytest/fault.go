@@ -1,26 +1,19 @@
 package registrytest
 
 import (
-	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
-	"log"
-	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 )
 
-// FaultKind is a kind of fault a FaultProxy injects.
+// FaultKind is a kind of fault a Proxy injects.
 type FaultKind string
 
 // Fault kinds.
@@ -46,7 +39,7 @@ const (
 	FaultCorrupt FaultKind = "corrupt"
 )
 
-// Fault is what a FaultProxy does to one request.
+// Fault is what a Proxy does to one request.
 type Fault struct {
 	Kind FaultKind
 	// Status is the status FaultStatus answers. Default 503.
@@ -94,7 +87,8 @@ type FaultRule struct {
 	Times int
 }
 
-// FaultOptions configures a FaultProxy. The zero value injects nothing.
+// FaultOptions configures the faults a Proxy injects (ProxyOptions.Faults). The zero value
+// injects nothing.
 type FaultOptions struct {
 	// Seed seeds the random schedule (math/rand/v2 PCG): the same seed and the same sequence of
 	// requests give the same faults.
@@ -123,141 +117,10 @@ var TransientFaults = []Fault{
 	{Kind: FaultDelay, Delay: 200 * time.Millisecond},
 }
 
-// FaultProxy is a plain-HTTP reverse proxy on 127.0.0.1 in front of a Registry that injects
-// faults: error statuses, 429 with Retry-After, connection resets in the middle of response
-// and request bodies, delays and corrupted bytes, on a seeded random schedule and by rules. It
-// rewrites the registry's Location headers to itself, so upload sessions keep going through it.
-// Its methods are safe for concurrent use.
-type FaultProxy struct {
-	// Host is "127.0.0.1:PORT".
-	Host string
-	// URL is "http://127.0.0.1:PORT".
-	URL string
-
-	target    *url.URL
-	srv       *http.Server
-	rp        *httputil.ReverseProxy
-	transport *http.Transport
-	done      chan struct{}
-
-	mu       sync.Mutex
-	rng      *rand.Rand
-	opts     FaultOptions
-	used     []int // uses of each rule
-	counts   map[string]int
-	injected map[string]int
-	log      []string
-}
-
-// NewFaultProxy starts a FaultProxy in front of target (plain HTTP or TLS; the proxy itself
-// speaks plain HTTP). It panics if it cannot listen on 127.0.0.1, as httptest.NewServer does.
-// Close it when done.
-func NewFaultProxy(target *Registry, opts FaultOptions) *FaultProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic("registrytest: fault proxy: " + err.Error())
-	}
-	tu, err := url.Parse(target.URL)
-	if err != nil {
-		panic("registrytest: fault proxy: " + err.Error())
-	}
-	if opts.Faults == nil {
-		opts.Faults = TransientFaults
-	}
-	p := &FaultProxy{
-		Host:     ln.Addr().String(),
-		URL:      "http://" + ln.Addr().String(),
-		target:   tu,
-		done:     make(chan struct{}),
-		rng:      rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
-		opts:     opts,
-		used:     make([]int, len(opts.Rules)),
-		counts:   map[string]int{},
-		injected: map[string]int{},
-		transport: &http.Transport{
-			Proxy:               nil,
-			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-			TLSClientConfig:     &tls.Config{RootCAs: target.CertPool, MinVersion: tls.VersionTLS12},
-			MaxIdleConnsPerHost: 32,
-			IdleConnTimeout:     90 * time.Second,
-		},
-	}
-	p.rp = &httputil.ReverseProxy{
-		Rewrite:        func(pr *httputil.ProxyRequest) { pr.SetURL(p.target) },
-		Transport:      p.transport,
-		ModifyResponse: p.rewriteLocation,
-		ErrorLog:       log.New(io.Discard, "", 0),
-	}
-	p.srv = &http.Server{
-		Handler:           http.HandlerFunc(p.serve),
-		ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog:          log.New(io.Discard, "", 0),
-	}
-	go func() {
-		defer close(p.done)
-		_ = p.srv.Serve(ln)
-	}()
-	return p
-}
-
-// Close stops the proxy, closing open connections.
-func (p *FaultProxy) Close() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := p.srv.Shutdown(ctx); err != nil {
-		_ = p.srv.Close()
-	}
-	<-p.done
-	p.transport.CloseIdleConnections()
-}
-
-// Counts returns how many requests of each kind arrived, keyed as Proxy.Counts keys them
-// ("GET blob", "PUT blob", "HEAD manifest", ...), faulted or not.
-func (p *FaultProxy) Counts() map[string]int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	m := make(map[string]int, len(p.counts))
-	for k, v := range p.counts {
-		m[k] = v
-	}
-	return m
-}
-
-// Injected returns how many faults of each kind were injected, keyed by Fault.String.
-func (p *FaultProxy) Injected() map[string]int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	m := make(map[string]int, len(p.injected))
-	for k, v := range p.injected {
-		m[k] = v
-	}
-	return m
-}
-
-// Log returns one line per injected fault, "FAULT METHOD PATH", in the order they were decided.
-func (p *FaultProxy) Log() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]string(nil), p.log...)
-}
-
-// decide returns the fault for r, if any, with the fraction used for a random offset.
-func (p *FaultProxy) decide(r *http.Request) (Fault, float64, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.counts[classify(r)]++
-	f, ok := p.pick(r)
-	if !ok {
-		return Fault{}, 0, false
-	}
-	frac := p.rng.Float64()
-	p.injected[f.String()]++
-	p.log = append(p.log, f.String()+" "+r.Method+" "+r.URL.Path)
-	return f, frac, true
-}
-
-func (p *FaultProxy) pick(r *http.Request) (Fault, bool) {
-	for i, rule := range p.opts.Rules {
+// pick returns the fault for r, if any: the first rule that matches and has uses left, else,
+// at the configured rate, one of the faults that apply to r. The caller holds p.mu.
+func (p *Proxy) pick(r *http.Request) (Fault, bool) {
+	for i, rule := range p.faults.Rules {
 		if rule.Times > 0 && p.used[i] >= rule.Times {
 			continue
 		}
@@ -266,11 +129,11 @@ func (p *FaultProxy) pick(r *http.Request) (Fault, bool) {
 			return rule.Fault, true
 		}
 	}
-	if p.opts.Rate <= 0 || p.rng.Float64() >= p.opts.Rate {
+	if p.faults.Rate <= 0 || p.rng.Float64() >= p.faults.Rate {
 		return Fault{}, false
 	}
 	var fit []Fault
-	for _, f := range p.opts.Faults {
+	for _, f := range p.faults.Faults {
 		if f.applies(r) {
 			fit = append(fit, f)
 		}
@@ -281,12 +144,8 @@ func (p *FaultProxy) pick(r *http.Request) (Fault, bool) {
 	return fit[p.rng.IntN(len(fit))], true
 }
 
-func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request) {
-	f, frac, ok := p.decide(r)
-	if !ok || !f.applies(r) {
-		p.rp.ServeHTTP(w, r)
-		return
-	}
+// fault serves r with the fault f, which applies to it; frac places a random offset.
+func (p *Proxy) fault(w http.ResponseWriter, r *http.Request, f Fault, frac float64) {
 	offset := func(length int64) int64 {
 		if f.After >= 0 {
 			return f.After
@@ -313,22 +172,18 @@ func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request) {
 		if d <= 0 {
 			d = 200 * time.Millisecond
 		}
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
+		if !wait(r.Context(), d) {
 			return
 		}
-		p.rp.ServeHTTP(w, r)
+		p.forward(w, r)
 	case FaultResetRequest:
 		n := offset(r.ContentLength)
 		_, _ = io.CopyN(io.Discard, r.Body, n)
 		abort(w, false, true) // no response at all, not even a status line
 	case FaultResetResponse, FaultCloseResponse, FaultCorrupt:
-		p.rp.ServeHTTP(&faultWriter{ResponseWriter: w, fault: f, offset: offset}, r)
+		p.forward(&faultWriter{ResponseWriter: w, fault: f, offset: offset}, r)
 	default:
-		p.rp.ServeHTTP(w, r)
+		p.forward(w, r)
 	}
 }
 
@@ -413,21 +268,6 @@ func (w *faultWriter) Flush() {
 }
 
 func (w *faultWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// rewriteLocation points the registry's absolute Location headers at the proxy.
-func (p *FaultProxy) rewriteLocation(resp *http.Response) error {
-	loc := resp.Header.Get("Location")
-	if loc == "" {
-		return nil
-	}
-	u, err := url.Parse(loc)
-	if err != nil || !u.IsAbs() || u.Host != p.target.Host {
-		return nil
-	}
-	u.Scheme, u.Host = "http", p.Host
-	resp.Header.Set("Location", u.String())
-	return nil
-}
 
 // MatchBlobGET matches GET (and HEAD, when head is true) requests for any of the blobs.
 func MatchBlobGET(head bool, blobs ...digest.Digest) func(*http.Request) bool {

@@ -16,6 +16,8 @@ type Memory struct {
 	srv *httptest.Server
 	// Host is "127.0.0.1:PORT".
 	Host string
+	// URL is "http://127.0.0.1:PORT".
+	URL string
 }
 
 // StartMemory starts an in-process registry; with referrers it serves the
@@ -23,11 +25,11 @@ type Memory struct {
 func StartMemory(referrers bool) *Memory {
 	h := registry.New(registry.WithReferrersSupport(referrers), registry.Logger(log.New(io.Discard, "", 0)))
 	srv := httptest.NewServer(h)
-	return &Memory{srv: srv, Host: srv.Listener.Addr().String()}
+	return &Memory{srv: srv, Host: srv.Listener.Addr().String(), URL: srv.URL}
 }
 
 // Client returns a client of the registry.
-func (m *Memory) Client() *Client { return NewClient(m.srv.URL, nil, "", "") }
+func (m *Memory) Client() *Client { return NewClient(m.URL, nil, "", "") }
 
 // Close stops the registry.
 func (m *Memory) Close() { m.srv.Close() }

@@ -3,8 +3,10 @@ package registrytest
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -15,9 +17,23 @@ import (
 	"time"
 )
 
-// Proxy is a plain-HTTP reverse proxy on 127.0.0.1 in front of a Registry that counts the
-// requests going through it. It streams bodies both ways and rewrites the registry's Location
-// headers to itself, so upload sessions keep going through it. Its methods are safe for
+// ProxyOptions configures a Proxy. The zero value gives a proxy that only counts.
+type ProxyOptions struct {
+	// Faults are the faults to inject, on a seeded schedule and by rules. The zero value injects
+	// none.
+	Faults FaultOptions
+	// Latency is waited before each request is counted, faulted or forwarded, as a remote
+	// registry's round trip would be; 0 adds none. A request whose client gives up meanwhile is
+	// dropped without being counted.
+	Latency time.Duration
+}
+
+// Proxy is a plain-HTTP reverse proxy on 127.0.0.1 in front of a registry. It counts the
+// requests going through it by kind, and optionally delays every request (ProxyOptions.Latency)
+// and injects faults (ProxyOptions.Faults): error statuses, 429 with Retry-After, connection
+// resets in the middle of response and request bodies, delays and corrupted bytes. It streams
+// bodies both ways and rewrites the target's absolute Location headers to itself, so upload
+// sessions keep going through it. Credentials pass through unchanged. Its methods are safe for
 // concurrent use.
 type Proxy struct {
 	// Host is "127.0.0.1:PORT".
@@ -26,8 +42,9 @@ type Proxy struct {
 	URL string
 
 	target    *url.URL
+	latency   time.Duration
 	srv       *http.Server
-	ln        net.Listener
+	rp        *httputil.ReverseProxy
 	transport *http.Transport
 	done      chan struct{}
 
@@ -35,44 +52,67 @@ type Proxy struct {
 	counts   map[string]int
 	requests []string
 	uploaded atomic.Int64
+	rng      *rand.Rand
+	faults   FaultOptions
+	used     []int // uses of each rule
+	injected map[string]int
+	log      []string
 }
 
-// NewCountingProxy starts a Proxy in front of target (plain HTTP or TLS; the proxy itself speaks
-// plain HTTP). Credentials pass through unchanged. It panics if it cannot listen on 127.0.0.1,
-// as httptest.NewServer does. Close it when done.
-func NewCountingProxy(target *Registry) *Proxy {
+// NewProxy starts a Proxy in front of target (plain HTTP or TLS, its CertPool trusted; the proxy
+// itself speaks plain HTTP). It panics if it cannot listen on 127.0.0.1, as httptest.NewServer
+// does. Close it when done.
+func NewProxy(target *Registry, opts ProxyOptions) *Proxy {
+	return NewProxyURL(target.URL, target.CertPool, opts)
+}
+
+// NewProxyURL starts a Proxy in front of the server at targetURL ("http://127.0.0.1:5000",
+// "https://...": a registry, another Proxy, an httptest server), trusting pool for TLS (nil: the
+// system roots). It panics if targetURL is not an http or https URL or if it cannot listen on
+// 127.0.0.1, as httptest.NewServer does. Close it when done.
+func NewProxyURL(targetURL string, pool *x509.CertPool, opts ProxyOptions) *Proxy {
+	tu, err := url.Parse(targetURL)
+	if err != nil || (tu.Scheme != "http" && tu.Scheme != "https") || tu.Host == "" {
+		panic("registrytest: proxy: invalid target URL " + targetURL)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		panic("registrytest: proxy: " + err.Error())
 	}
-	tu, err := url.Parse(target.URL)
-	if err != nil {
-		panic("registrytest: proxy: " + err.Error())
+	faults := opts.Faults
+	if faults.Faults == nil {
+		faults.Faults = TransientFaults
 	}
 	p := &Proxy{
-		Host:   ln.Addr().String(),
-		URL:    "http://" + ln.Addr().String(),
-		target: tu,
-		ln:     ln,
-		done:   make(chan struct{}),
-		counts: map[string]int{},
+		Host:     ln.Addr().String(),
+		URL:      "http://" + ln.Addr().String(),
+		target:   tu,
+		latency:  opts.Latency,
+		done:     make(chan struct{}),
+		counts:   map[string]int{},
+		rng:      rand.New(rand.NewPCG(faults.Seed, faults.Seed^0x9e3779b97f4a7c15)),
+		faults:   faults,
+		used:     make([]int, len(faults.Rules)),
+		injected: map[string]int{},
 		transport: &http.Transport{
 			Proxy:               nil,
 			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-			TLSClientConfig:     &tls.Config{RootCAs: target.CertPool, MinVersion: tls.VersionTLS12},
+			TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 			MaxIdleConnsPerHost: 32,
 			IdleConnTimeout:     90 * time.Second,
 		},
 	}
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(p.target)
-		},
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:        func(pr *httputil.ProxyRequest) { pr.SetURL(p.target) },
 		Transport:      p.transport,
 		ModifyResponse: p.rewriteLocation,
 		ErrorLog:       log.New(io.Discard, "", 0),
 	}
-	p.srv = &http.Server{Handler: p.count(rp), ReadHeaderTimeout: 30 * time.Second}
+	p.srv = &http.Server{
+		Handler:           http.HandlerFunc(p.serve),
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          log.New(io.Discard, "", 0),
+	}
 	go func() {
 		defer close(p.done)
 		_ = p.srv.Serve(ln)
@@ -80,22 +120,18 @@ func NewCountingProxy(target *Registry) *Proxy {
 	return p
 }
 
-// Counts returns how many requests of each kind went through, keyed "METHOD KIND" with KIND one
-// of: ping (/v2/), manifest, blob (/blobs/<digest>), upload (/blobs/uploads/...), tags,
-// catalog, referrers, other. A PUT to an upload (the one that completes it) counts as
+// Counts returns how many requests of each kind arrived, faulted or not, keyed "METHOD KIND"
+// with KIND one of: ping (/v2/), manifest, blob (/blobs/<digest>), upload (/blobs/uploads/...),
+// tags, catalog, referrers, other. A PUT to an upload (the one that completes it) counts as
 // "PUT blob"; a POST with ?mount= counts as "POST mount", not "POST upload".
 func (p *Proxy) Counts() map[string]int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	m := make(map[string]int, len(p.counts))
-	for k, v := range p.counts {
-		m[k] = v
-	}
-	return m
+	return copyCounts(p.counts)
 }
 
 // Requests returns every request so far as "METHOD PATH?QUERY" ("METHOD PATH" without a
-// query), in the order they arrived.
+// query), in the order they arrived, faulted or not.
 func (p *Proxy) Requests() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -103,16 +139,35 @@ func (p *Proxy) Requests() []string {
 }
 
 // BytesUploaded returns the request body bytes sent to blob upload URLs (POST, PATCH and PUT)
-// that the proxy forwarded.
+// that the proxy forwarded; what a fault swallows (FaultStatus, FaultResetRequest) is not
+// counted.
 func (p *Proxy) BytesUploaded() int64 { return p.uploaded.Load() }
 
-// Reset forgets the counts, the requests and the bytes uploaded.
+// Injected returns how many faults of each kind were injected, keyed by Fault.String.
+func (p *Proxy) Injected() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return copyCounts(p.injected)
+}
+
+// Log returns one line per injected fault, "FAULT METHOD PATH", in the order they were decided.
+func (p *Proxy) Log() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.log...)
+}
+
+// Reset forgets the counts, the requests, the bytes uploaded, the injected faults and their
+// log. The fault schedule goes on where it was: rules keep their uses, the random generator its
+// state.
 func (p *Proxy) Reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.counts = map[string]int{}
 	p.requests = nil
 	p.uploaded.Store(0)
+	p.injected = map[string]int{}
+	p.log = nil
 }
 
 // Close stops the proxy, closing open connections.
@@ -126,27 +181,51 @@ func (p *Proxy) Close() {
 	p.transport.CloseIdleConnections()
 }
 
-func (p *Proxy) count(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		kind := classify(r)
-		line := r.Method + " " + r.URL.Path
-		if r.URL.RawQuery != "" {
-			line += "?" + r.URL.RawQuery
-		}
-		p.mu.Lock()
-		p.counts[kind]++
-		p.requests = append(p.requests, line)
-		p.mu.Unlock()
-		if kind == "POST upload" || kind == "POST mount" || kind == "PATCH upload" || kind == "PUT blob" {
-			if r.Body != nil && r.Body != http.NoBody {
-				r.Body = &countingBody{ReadCloser: r.Body, n: &p.uploaded}
-			}
-		}
-		next.ServeHTTP(w, r)
-	})
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
+	if p.latency > 0 && !wait(r.Context(), p.latency) {
+		return
+	}
+	f, frac, ok := p.record(r)
+	if ok && f.applies(r) {
+		p.fault(w, r, f, frac)
+		return
+	}
+	p.forward(w, r)
 }
 
-// rewriteLocation points the registry's absolute Location headers at the proxy.
+// record counts r and decides its fault, if any, returning it with the fraction used for a
+// random offset.
+func (p *Proxy) record(r *http.Request) (Fault, float64, bool) {
+	line := r.Method + " " + r.URL.Path
+	if r.URL.RawQuery != "" {
+		line += "?" + r.URL.RawQuery
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.counts[classify(r)]++
+	p.requests = append(p.requests, line)
+	f, ok := p.pick(r)
+	if !ok {
+		return Fault{}, 0, false
+	}
+	frac := p.rng.Float64()
+	p.injected[f.String()]++
+	p.log = append(p.log, f.String()+" "+r.Method+" "+r.URL.Path)
+	return f, frac, true
+}
+
+// forward passes r to the target through w, counting the bytes of upload bodies.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
+	switch classify(r) {
+	case "POST upload", "POST mount", "PATCH upload", "PUT blob":
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = &countingBody{ReadCloser: r.Body, n: &p.uploaded}
+		}
+	}
+	p.rp.ServeHTTP(w, r)
+}
+
+// rewriteLocation points the target's absolute Location headers at the proxy.
 func (p *Proxy) rewriteLocation(resp *http.Response) error {
 	loc := resp.Header.Get("Location")
 	if loc == "" {
@@ -159,6 +238,26 @@ func (p *Proxy) rewriteLocation(resp *http.Response) error {
 	u.Scheme, u.Host = "http", p.Host
 	resp.Header.Set("Location", u.String())
 	return nil
+}
+
+// wait waits d, or less if ctx ends first; it reports whether d passed.
+func wait(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func copyCounts(c map[string]int) map[string]int {
+	m := make(map[string]int, len(c))
+	for k, v := range c {
+		m[k] = v
+	}
+	return m
 }
 
 var (
