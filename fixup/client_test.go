@@ -57,7 +57,7 @@ func TestLayoutAddPushCarriesReferrers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sbom, err := src.Client().PushArtifact(ctx, "vendor/app", "", sbomArtifact, img.Root, []byte(`{"spdxVersion":"SPDX-2.3"}`))
+	sbom, err := src.Client().PushArtifact(ctx, "vendor/app", registrytest.ArtifactSpec{ArtifactType: sbomArtifact, Subject: &img.Root, Payload: []byte(`{"spdxVersion":"SPDX-2.3"}`)})
 	if err != nil {
 		t.Fatal(err)
 	}

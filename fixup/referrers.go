@@ -249,23 +249,27 @@ func findReferrers(ctx context.Context, src ReferrerSource, img Image, fetch fun
 	return out, errors.Join(errs...)
 }
 
-// artifactType is what the referrers API would report as a manifest's
-// artifact type: its artifactType, else its config's media type.
+// artifactType is what the referrers API should report as a manifest's
+// artifact type: its artifactType, else its config's media type. It reads
+// the manifest itself (verified against its digest) rather than trusting
+// the listing d came from: some registries report the config's type even
+// when the manifest has an artifactType. d's type is the fallback for
+// bytes that do not parse.
 func artifactType(d ocispec.Descriptor, data []byte) string {
-	if d.ArtifactType != "" {
-		return d.ArtifactType
-	}
 	var m struct {
 		ArtifactType string             `json:"artifactType"`
 		Config       ocispec.Descriptor `json:"config"`
 	}
 	if json.Unmarshal(data, &m) != nil {
-		return ""
+		return d.ArtifactType
 	}
 	if m.ArtifactType != "" {
 		return m.ArtifactType
 	}
-	return m.Config.MediaType
+	if m.Config.MediaType != "" {
+		return m.Config.MediaType
+	}
+	return d.ArtifactType
 }
 
 // mergeBlobs adds the blobs of the referrer graphs to g, each once.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -14,12 +13,13 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/remotes"
-	"github.com/containerd/containerd/remotes/docker"
+	"github.com/distribution/reference"
 	"github.com/google/go-cmp/cmp"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/cnabio/cnab-relocate/internal/registrytest"
 	"github.com/cnabio/cnab-relocate/layout"
 	"github.com/cnabio/cnab-relocate/relocator"
 	"github.com/cnabio/cnab-relocate/resolver"
@@ -33,160 +33,6 @@ const (
 	emptyType      = "application/vnd.oci.empty.v1+json"
 	cosignSigLayer = "application/vnd.dev.cosign.simplesigning.v1+json"
 )
-
-// referrerStub is a regStub that also has the OCI 1.1 referrers API
-// (GET /v2/<repo>/referrers/<digest>, listing what seedArtifact stored with
-// a subject, in the order stored) and tag listing (GET /v2/<repo>/tags/list,
-// one page). extra, when set, sees every request first, as regStub.fault.
-type referrerStub struct {
-	*regStub
-
-	mu        sync.Mutex
-	referrers map[string][]ocispec.Descriptor // "repo@subject"
-	extra     func(w http.ResponseWriter, r *http.Request, key string, n int) bool
-}
-
-var (
-	referrersPath = regexp.MustCompile(`^/v2/(.+)/referrers/([a-z0-9]+:[a-f0-9]+)$`)
-	tagsListPath  = regexp.MustCompile(`^/v2/(.+)/tags/list$`)
-)
-
-func newReferrerStub(t *testing.T) *referrerStub {
-	t.Helper()
-	s := &referrerStub{regStub: newRegStub(t), referrers: map[string][]ocispec.Descriptor{}}
-	s.setFault(s.serveAPI)
-	return s
-}
-
-// setExtra installs f in front of the referrers and tags API.
-func (s *referrerStub) setExtra(f func(w http.ResponseWriter, r *http.Request, key string, n int) bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.extra = f
-}
-
-func (s *referrerStub) serveAPI(w http.ResponseWriter, r *http.Request, key string, n int) bool {
-	s.mu.Lock()
-	extra := s.extra
-	s.mu.Unlock()
-	if extra != nil && extra(w, r, key, n) {
-		return true
-	}
-	if r.Method != http.MethodGet {
-		return false
-	}
-	if m := referrersPath.FindStringSubmatch(r.URL.Path); m != nil {
-		s.mu.Lock()
-		descs := slices.Clone(s.referrers[m[1]+"@"+m[2]])
-		s.mu.Unlock()
-		if descs == nil {
-			descs = []ocispec.Descriptor{}
-		}
-		data, _ := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: descs})
-		w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
-		w.Write(data)
-		return true
-	}
-	if m := tagsListPath.FindStringSubmatch(r.URL.Path); m != nil {
-		data, _ := json.Marshal(map[string]any{"name": m[1], "tags": stubTags(s.regStub, m[1])})
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(data)
-		return true
-	}
-	return false
-}
-
-// stubTags returns the tags of repo in s, sorted.
-func stubTags(s *regStub, repo string) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	tags := []string{}
-	for k := range s.manifests {
-		if ref, ok := strings.CutPrefix(k, repo+":"); ok && !strings.Contains(ref, ":") {
-			tags = append(tags, ref)
-		}
-	}
-	slices.Sort(tags)
-	return tags
-}
-
-// stubRequests returns how many requests whose key contains substr s
-// received.
-func stubRequests(s *regStub, substr string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for k, c := range s.counts {
-		if strings.Contains(k, substr) {
-			n += c
-		}
-	}
-	return n
-}
-
-// artifact is a referrer manifest to seed.
-type artifact struct {
-	// artifactType is the manifest's artifactType ("" for none).
-	artifactType string
-	// configType is its config's media type; default the OCI empty type.
-	configType string
-	// subject, when set, is the manifest it refers to: the referrers API
-	// lists it.
-	subject *ocispec.Descriptor
-	// tag, when set, is the tag it is stored under.
-	tag     string
-	payload string
-}
-
-// seedArtifact stores a as an OCI manifest with one layer in repo and
-// returns its descriptor (with its artifact type as the referrers API
-// reports it).
-func (s *referrerStub) seedArtifact(repo string, a artifact) ocispec.Descriptor {
-	put := func(mediaType string, data []byte) ocispec.Descriptor {
-		d := ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(data), Size: int64(len(data))}
-		s.regStub.mu.Lock()
-		s.blobs[d.Digest] = data
-		s.regStub.mu.Unlock()
-		return d
-	}
-	configType := a.configType
-	config := []byte("{}")
-	if configType == "" {
-		configType = emptyType
-	} else {
-		config = []byte(`{"architecture":"","os":"","rootfs":{"type":"layers","diff_ids":[]}}`)
-	}
-	layerType := a.artifactType
-	if layerType == "" {
-		layerType = cosignSigLayer
-	}
-	data, _ := json.Marshal(ocispec.Manifest{
-		Versioned:    specs.Versioned{SchemaVersion: 2},
-		MediaType:    ocispec.MediaTypeImageManifest,
-		ArtifactType: a.artifactType,
-		Config:       put(configType, config),
-		Layers:       []ocispec.Descriptor{put(layerType, []byte(a.payload))},
-		Subject:      a.subject,
-	})
-	d := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(data), Size: int64(len(data)), ArtifactType: a.artifactType}
-	if d.ArtifactType == "" {
-		d.ArtifactType = configType
-	}
-	m := stubManifest{mediaType: ocispec.MediaTypeImageManifest, data: data}
-	s.regStub.mu.Lock()
-	s.manifests[repo+":"+d.Digest.String()] = m
-	if a.tag != "" {
-		s.manifests[repo+":"+a.tag] = m
-	}
-	s.regStub.mu.Unlock()
-	if a.subject != nil {
-		s.mu.Lock()
-		k := repo + "@" + a.subject.Digest.String()
-		s.referrers[k] = append(s.referrers[k], d)
-		s.mu.Unlock()
-	}
-	return d
-}
 
 // cosignTag is cosign's signature tag for subject.
 func cosignTag(subject digest.Digest, suffix string) string {
@@ -217,32 +63,6 @@ func (e *events) of(kind EventKind) []Event {
 	return out
 }
 
-// relocateReferrers relocates img of src into dst/team with referrer
-// options ro, one retry by the engine and one by the transport.
-func relocateReferrers(t *testing.T, src *referrerStub, dst *regStub, ro ReferrerOptions, img stubImage) (*Result, *events, error) {
-	t.Helper()
-	doc, _ := json.Marshal(map[string]any{"name": "stub", "version": "1.0.0",
-		"invocationImages": []any{map[string]any{"image": src.Host + "/" + img.repo + ":" + img.tag}}})
-	b, err := Parse(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := relocator.New(relocator.OneToOne, dst.Host+"/team")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tracker := docker.NewInMemoryTracker()
-	res, err := resolver.New(resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-", Tracker: tracker, Retries: ptr(1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	ev := &events{}
-	r, err := Relocate(ctx, b, Options{Mapping: m, ClientOptions: ClientOptions{Resolver: res, Retries: ptr(1), Jobs: 4, Referrers: ro, OnEvent: ev.add}})
-	return r, ev, err
-}
-
 // sortedReferrers returns the referrers of the one image of r, by digest.
 func sortedReferrers(t *testing.T, r *Result) []ReferrerResult {
 	t.Helper()
@@ -259,77 +79,169 @@ func sortResults(rs ...ReferrerResult) []ReferrerResult {
 	return rs
 }
 
-// wantManifest checks that dst holds d in repo under ref (a tag or
-// digest), byte for byte as src has it.
-func wantManifest(t *testing.T, src *referrerStub, dst *regStub, srcRepo, repo, ref string, d ocispec.Descriptor) {
+// refEnv is a source and a target registry for the referrer tests:
+// go-containerregistry's in-process registry (with or without the OCI
+// referrers API), each behind a counting proxy that the engine talks to
+// (the source's injecting faults by rule where a test asks for them).
+type refEnv struct {
+	srcReg, dstReg *registrytest.Memory
+	src, dst       *registrytest.Proxy
+}
+
+func newRefEnv(t *testing.T, srcAPI, dstAPI bool, rules ...registrytest.FaultRule) *refEnv {
 	t.Helper()
-	want, ok := src.manifest(srcRepo, d.Digest.String())
-	if !ok {
-		t.Fatalf("the source has no %s", d.Digest)
+	e := &refEnv{srcReg: registrytest.StartMemory(srcAPI), dstReg: registrytest.StartMemory(dstAPI)}
+	e.src = registrytest.NewProxyURL(e.srcReg.URL, nil, registrytest.ProxyOptions{Faults: registrytest.FaultOptions{Rules: rules}})
+	e.dst = registrytest.NewProxyURL(e.dstReg.URL, nil, registrytest.ProxyOptions{})
+	t.Cleanup(func() { e.src.Close(); e.dst.Close(); e.srcReg.Close(); e.dstReg.Close() })
+	return e
+}
+
+// image pushes a one-layer image to vendor/app:1.0 of the source.
+func (e *refEnv) image(t *testing.T) registrytest.Image {
+	t.Helper()
+	img, err := e.srcReg.Client().PushImage(context.Background(), registrytest.ImageSpec{Repo: "vendor/app", Tag: "1.0", Layers: []int{1 << 10}, OCI: true})
+	if err != nil {
+		t.Fatal(err)
 	}
-	got, ok := dst.manifest(repo, ref)
-	if !ok {
-		t.Errorf("target %s:%s is missing (%s)", repo, ref, d.Digest)
+	return img
+}
+
+// artifact pushes a referrer to vendor/app of the source.
+func (e *refEnv) artifact(t *testing.T, spec registrytest.ArtifactSpec) ocispec.Descriptor {
+	t.Helper()
+	d, err := e.srcReg.Client().PushArtifact(context.Background(), "vendor/app", spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// count returns how many requests p saw that start with prefix ("GET
+// /v2/vendor/app/tags/list").
+func count(p *registrytest.Proxy, prefix string) int {
+	n := 0
+	for _, r := range p.Requests() {
+		if strings.HasPrefix(r, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// relocate relocates img of the source into the target's team/ with
+// referrer options ro, one retry by the engine and one by the transport,
+// and returns the target repository.
+func (e *refEnv) relocate(t *testing.T, ro ReferrerOptions, img registrytest.Image) (*Result, *events, string, error) {
+	t.Helper()
+	doc, _ := json.Marshal(map[string]any{"name": "refs", "version": "1.0.0",
+		"invocationImages": []any{map[string]any{"image": img.Ref(e.src.Host)}}})
+	b, err := Parse(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := relocator.New(relocator.OneToOne, e.dst.Host+"/team")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ev := &events{}
+	r, err := Relocate(ctx, b, Options{Mapping: m, ClientOptions: ClientOptions{
+		ResolverOptions: resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-"},
+		Retries:         ptr(1), Jobs: 4, Referrers: ro, OnEvent: ev.add,
+	}})
+	target, _ := m.Map(mustNamed(img.Ref(e.src.Host)), "")
+	return r, ev, reference.Path(target), err
+}
+
+// wantManifest checks that the target holds d in repo under ref (a tag
+// or digest), byte for byte as the source has it, with its blobs.
+func (e *refEnv) wantManifest(t *testing.T, repo, ref string, d ocispec.Descriptor) {
+	t.Helper()
+	ctx := context.Background()
+	want, _, err := e.srcReg.Client().GetManifest(ctx, "vendor/app", d.Digest.String())
+	if err != nil {
+		t.Fatalf("the source has no %s: %v", d.Digest, err)
+	}
+	got, _, err := e.dstReg.Client().GetManifest(ctx, repo, ref)
+	if err != nil {
+		t.Errorf("target %s:%s is missing (%s): %v", repo, ref, d.Digest, err)
 		return
 	}
-	if !bytes.Equal(got.data, want.data) {
+	if !bytes.Equal(got, want) {
 		t.Errorf("target %s:%s differs from the source's %s", repo, ref, d.Digest)
 	}
 	var man ocispec.Manifest
-	json.Unmarshal(want.data, &man)
+	json.Unmarshal(want, &man)
 	for _, b := range append([]ocispec.Descriptor{man.Config}, man.Layers...) {
-		if !dst.hasBlob(b.Digest) {
-			t.Errorf("blob %s of %s missing in the target", b.Digest, d.Digest)
+		if ok, err := e.dstReg.Client().BlobExists(ctx, repo, b.Digest); !ok || err != nil {
+			t.Errorf("blob %s of %s missing in the target: %v", b.Digest, d.Digest, err)
 		}
 	}
 }
 
-func wantNoManifest(t *testing.T, dst *regStub, repo string, d ocispec.Descriptor) {
+func (e *refEnv) wantNoManifest(t *testing.T, repo string, d ocispec.Descriptor) {
 	t.Helper()
-	if _, ok := dst.manifest(repo, d.Digest.String()); ok {
+	if _, err := e.dstReg.Client().HeadManifest(context.Background(), repo, d.Digest.String()); err == nil {
 		t.Errorf("target %s has %s; want it not copied", repo, d.Digest)
 	}
+}
+
+// tags returns the target repository's tags, sorted.
+func (e *refEnv) tags(t *testing.T, repo string) []string {
+	t.Helper()
+	tags, err := e.dstReg.Client().Tags(context.Background(), repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(tags)
+	return tags
+}
+
+func sortedStrings(s ...string) []string {
+	slices.Sort(s)
+	return s
 }
 
 // TestRelocateReferrersAPI copies a referrer only the referrers API lists
 // and a cosign signature only its tag names: the first by digest, the
 // second under its tag.
 func TestRelocateReferrersAPI(t *testing.T) {
-	src, dst := newReferrerStub(t), newRegStub(t)
-	img := src.seedImage("vendor/app", "1.0", 1, 4<<10)
-	sbom := src.seedArtifact("vendor/app", artifact{artifactType: sbomType, subject: &img.root, payload: `{"spdxVersion":"SPDX-2.3"}`})
-	sigTag := cosignTag(img.root.Digest, ".sig")
-	sig := src.seedArtifact("vendor/app", artifact{configType: ocispec.MediaTypeImageConfig, tag: sigTag, payload: `{"critical":{}}`})
+	e := newRefEnv(t, true, false)
+	img := e.image(t)
+	sbom := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: sbomType, Subject: &img.Root, Payload: []byte(`{"spdxVersion":"SPDX-2.3"}`)})
+	sigTag := cosignTag(img.Root.Digest, ".sig")
+	sig := e.artifact(t, registrytest.ArtifactSpec{ConfigType: ocispec.MediaTypeImageConfig, Tag: sigTag, Payload: []byte(`{"critical":{}}`)})
 
-	res, ev, err := relocateReferrers(t, src, dst, ReferrerOptions{}, img)
+	res, ev, repo, err := e.relocate(t, ReferrerOptions{}, img)
 	if err != nil {
 		t.Fatalf("Relocate: %v", err)
 	}
-	repo := stubTargetRepo(t, res, img)
-	wantManifest(t, src, dst, "vendor/app", repo, img.tag, img.root)
-	wantManifest(t, src, dst, "vendor/app", repo, sbom.Digest.String(), sbom)
-	wantManifest(t, src, dst, "vendor/app", repo, sigTag, sig)
+	e.wantManifest(t, repo, img.Tag, img.Root)
+	e.wantManifest(t, repo, sbom.Digest.String(), sbom)
+	e.wantManifest(t, repo, sigTag, sig)
 	// The target has no referrers API: the API's referrer is listed in the
 	// subject's tag schema index there, so clients can find it.
-	indexTag := cosignTag(img.root.Digest, "")
-	if got, want := stubTags(dst, repo), []string{img.tag, indexTag, sigTag}; !slices.Equal(got, want) {
+	indexTag := cosignTag(img.Root.Digest, "")
+	if got, want := e.tags(t, repo), sortedStrings(img.Tag, indexTag, sigTag); !slices.Equal(got, want) {
 		t.Errorf("target tags = %q, want %q (the API's referrer by digest, and indexed)", got, want)
 	}
-	dst.mu.Lock()
-	idxData := dst.manifests[repo+":"+indexTag].data
-	dst.mu.Unlock()
+	idxData, _, err := e.dstReg.Client().GetManifest(context.Background(), repo, indexTag)
 	var gotIdx ocispec.Index
-	if err := json.Unmarshal(idxData, &gotIdx); err != nil || len(gotIdx.Manifests) != 1 || gotIdx.Manifests[0].Digest != sbom.Digest || gotIdx.Manifests[0].ArtifactType != sbomType {
+	if err == nil {
+		err = json.Unmarshal(idxData, &gotIdx)
+	}
+	if err != nil || len(gotIdx.Manifests) != 1 || gotIdx.Manifests[0].Digest != sbom.Digest || gotIdx.Manifests[0].ArtifactType != sbomType {
 		t.Errorf("referrers index in the target = %s, %v; want it to list the SBOM with its artifact type", idxData, err)
 	}
-
-	if n := dst.count("PUT manifest " + sbom.Digest.String()); n != 1 {
+	if n := count(e.dst, "PUT /v2/"+repo+"/manifests/"+sbom.Digest.String()); n != 1 {
 		t.Errorf("%d PUTs of the SBOM by digest, want 1", n)
 	}
 
 	want := sortResults(
-		ReferrerResult{Subject: img.root.Digest, Digest: sbom.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: sbomType},
-		ReferrerResult{Subject: img.root.Digest, Digest: sig.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: ocispec.MediaTypeImageConfig, Tag: sigTag},
+		ReferrerResult{Subject: img.Root.Digest, Digest: sbom.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: sbomType},
+		ReferrerResult{Subject: img.Root.Digest, Digest: sig.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: ocispec.MediaTypeImageConfig, Tag: sigTag},
 	)
 	if diff := cmp.Diff(want, sortedReferrers(t, res)); diff != "" {
 		t.Errorf("ImageResult.Referrers (-want +got):\n%s", diff)
@@ -340,24 +252,27 @@ func TestRelocateReferrersAPI(t *testing.T) {
 
 	// Economy: the tags once per repository; the API once per manifest
 	// (the image, then each referrer, for referrers of their own).
-	if n := src.count("GET /v2/vendor/app/tags/list"); n != 1 {
+	if n := count(e.src, "GET /v2/vendor/app/tags/list"); n != 1 {
 		t.Errorf("%d tag list requests, want 1", n)
 	}
-	for _, d := range []digest.Digest{img.root.Digest, sbom.Digest, sig.Digest} {
-		if n := src.count("GET /v2/vendor/app/referrers/" + d.String()); n != 1 {
+	for _, d := range []digest.Digest{img.Root.Digest, sbom.Digest, sig.Digest} {
+		if n := count(e.src, "GET /v2/vendor/app/referrers/"+d.String()); n != 1 {
 			t.Errorf("%d referrers requests for %s, want 1", n, d)
 		}
 	}
 
 	// A target with the referrers API indexes referrers itself: no tag.
-	apiDst := newReferrerStub(t)
-	res2, _, err := relocateReferrers(t, src, apiDst.regStub, ReferrerOptions{}, img)
+	apiDst := newRefEnv(t, true, true)
+	apiDst.srcReg, apiDst.src = e.srcReg, e.src
+	_, _, repo2, err := apiDst.relocate(t, ReferrerOptions{}, img)
 	if err != nil {
 		t.Fatalf("Relocate to a target with the API: %v", err)
 	}
-	repo2 := stubTargetRepo(t, res2, img)
-	if got, want := stubTags(apiDst.regStub, repo2), []string{img.tag, sigTag}; !slices.Equal(got, want) {
+	if got, want := apiDst.tags(t, repo2), sortedStrings(img.Tag, sigTag); !slices.Equal(got, want) {
 		t.Errorf("target with the API: tags = %q, want %q", got, want)
+	}
+	if got := referrersOf(t, apiDst.dst.Host, repo2, img.Root); len(got) != 1 || got[0].Digest != sbom.Digest {
+		t.Errorf("target with the API lists %v, want the SBOM", got)
 	}
 }
 
@@ -365,30 +280,28 @@ func TestRelocateReferrersAPI(t *testing.T) {
 // answers, the referrers tag schema index (left over from before the
 // registry had the API) is not copied: the API lists its referrers.
 func TestRelocateReferrersTagSchemaIndexWithAPI(t *testing.T) {
-	src, dst := newReferrerStub(t), newRegStub(t)
-	img := src.seedImage("vendor/app", "1.0", 1, 1<<10)
-	sbom := src.seedArtifact("vendor/app", artifact{artifactType: sbomType, subject: &img.root, payload: "sbom"})
+	e := newRefEnv(t, true, false)
+	img := e.image(t)
+	sbom := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: sbomType, Subject: &img.Root, Payload: []byte("sbom")})
 	idx, _ := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{sbom}})
-	indexTag := cosignTag(img.root.Digest, "")
-	src.regStub.mu.Lock()
-	src.manifests["vendor/app:"+indexTag] = stubManifest{mediaType: ocispec.MediaTypeImageIndex, data: idx}
-	src.manifests["vendor/app:"+digest.FromBytes(idx).String()] = stubManifest{mediaType: ocispec.MediaTypeImageIndex, data: idx}
-	src.regStub.mu.Unlock()
+	indexTag := cosignTag(img.Root.Digest, "")
+	if _, err := e.srcReg.Client().PushManifest(context.Background(), "vendor/app", indexTag, ocispec.MediaTypeImageIndex, idx); err != nil {
+		t.Fatal(err)
+	}
 
-	res, _, err := relocateReferrers(t, src, dst, ReferrerOptions{}, img)
+	res, _, repo, err := e.relocate(t, ReferrerOptions{}, img)
 	if err != nil {
 		t.Fatalf("Relocate: %v", err)
 	}
-	repo := stubTargetRepo(t, res, img)
-	wantManifest(t, src, dst, "vendor/app", repo, sbom.Digest.String(), sbom)
+	e.wantManifest(t, repo, sbom.Digest.String(), sbom)
 	// The target (no API) gets an index of its own, made by relocation.
-	if got, want := stubTags(dst, repo), []string{img.tag, indexTag}; !slices.Equal(got, want) {
+	if got, want := e.tags(t, repo), sortedStrings(img.Tag, indexTag); !slices.Equal(got, want) {
 		t.Errorf("target tags = %q, want %q", got, want)
 	}
-	if n := src.count("HEAD manifest " + indexTag); n != 0 {
-		t.Errorf("the tag schema index was resolved %d times; want 0", n)
+	if n := count(e.src, "HEAD /v2/vendor/app/manifests/"+indexTag) + count(e.src, "GET /v2/vendor/app/manifests/"+indexTag); n != 0 {
+		t.Errorf("the tag schema index was read %d times; want 0", n)
 	}
-	want := []ReferrerResult{{Subject: img.root.Digest, Digest: sbom.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: sbomType}}
+	want := []ReferrerResult{{Subject: img.Root.Digest, Digest: sbom.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: sbomType}}
 	if diff := cmp.Diff(want, sortedReferrers(t, res)); diff != "" {
 		t.Errorf("ImageResult.Referrers (-want +got):\n%s", diff)
 	}
@@ -397,39 +310,38 @@ func TestRelocateReferrersTagSchemaIndexWithAPI(t *testing.T) {
 // TestRelocateReferrersRecursion copies referrers of referrers, through
 // the API and through cosign tags, maxReferrerDepth levels deep.
 func TestRelocateReferrersRecursion(t *testing.T) {
-	src, dst := newReferrerStub(t), newRegStub(t)
-	img := src.seedImage("vendor/app", "1.0", 1, 1<<10)
+	e := newRefEnv(t, true, false)
+	img := e.image(t)
 	// A chain through the API, one longer than followed.
 	var chain []ocispec.Descriptor
-	subject := img.root
+	subject := img.Root
 	for i := range maxReferrerDepth + 1 {
-		d := src.seedArtifact("vendor/app", artifact{artifactType: bundleType, subject: &subject, payload: "level " + string(rune('0'+i))})
+		d := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: bundleType, Subject: &subject, Payload: []byte("level " + string(rune('0'+i)))})
 		chain = append(chain, d)
 		subject = d
 	}
 	// A cosign signature of the first level, found by its tag.
 	sigTag := cosignTag(chain[0].Digest, ".sig")
-	sig := src.seedArtifact("vendor/app", artifact{configType: ocispec.MediaTypeImageConfig, tag: sigTag, payload: "sig of level 0"})
+	sig := e.artifact(t, registrytest.ArtifactSpec{ConfigType: ocispec.MediaTypeImageConfig, Tag: sigTag, Payload: []byte("sig of level 0")})
 
-	res, _, err := relocateReferrers(t, src, dst, ReferrerOptions{}, img)
+	res, _, repo, err := e.relocate(t, ReferrerOptions{}, img)
 	if err != nil {
 		t.Fatalf("Relocate: %v", err)
 	}
-	repo := stubTargetRepo(t, res, img)
 	var want []ReferrerResult
-	subj := img.root.Digest
+	subj := img.Root.Digest
 	for _, d := range chain[:maxReferrerDepth] {
-		wantManifest(t, src, dst, "vendor/app", repo, d.Digest.String(), d)
+		e.wantManifest(t, repo, d.Digest.String(), d)
 		want = append(want, ReferrerResult{Subject: subj, Digest: d.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: bundleType})
 		subj = d.Digest
 	}
-	wantNoManifest(t, dst, repo, chain[maxReferrerDepth])
-	wantManifest(t, src, dst, "vendor/app", repo, sigTag, sig)
+	e.wantNoManifest(t, repo, chain[maxReferrerDepth])
+	e.wantManifest(t, repo, sigTag, sig)
 	want = append(want, ReferrerResult{Subject: chain[0].Digest, Digest: sig.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: ocispec.MediaTypeImageConfig, Tag: sigTag})
 	if diff := cmp.Diff(sortResults(want...), sortedReferrers(t, res)); diff != "" {
 		t.Errorf("ImageResult.Referrers (-want +got):\n%s", diff)
 	}
-	if n := src.count("GET /v2/vendor/app/referrers/" + chain[maxReferrerDepth-1].Digest.String()); n != 0 {
+	if n := count(e.src, "GET /v2/vendor/app/referrers/"+chain[maxReferrerDepth-1].Digest.String()); n != 0 {
 		t.Errorf("the last level followed was asked for referrers %d times; want 0", n)
 	}
 }
@@ -437,41 +349,47 @@ func TestRelocateReferrersRecursion(t *testing.T) {
 // TestRelocateReferrersTypes keeps only referrers of the given artifact
 // types, and does not look for referrers of one left out.
 func TestRelocateReferrersTypes(t *testing.T) {
-	src, dst := newReferrerStub(t), newRegStub(t)
-	img := src.seedImage("vendor/app", "1.0", 1, 1<<10)
-	sbom := src.seedArtifact("vendor/app", artifact{artifactType: sbomType, subject: &img.root, payload: "sbom"})
-	sbomSig := src.seedArtifact("vendor/app", artifact{artifactType: bundleType, subject: &sbom, payload: "sig of sbom"})
-	att := src.seedArtifact("vendor/app", artifact{artifactType: attType, subject: &img.root, payload: "att"})
-	attSig := src.seedArtifact("vendor/app", artifact{artifactType: bundleType, subject: &att, payload: "sig of att"})
-	sigTag := cosignTag(img.root.Digest, ".sig")
-	sig := src.seedArtifact("vendor/app", artifact{configType: ocispec.MediaTypeImageConfig, tag: sigTag, payload: "cosign sig"})
+	e := newRefEnv(t, true, false)
+	img := e.image(t)
+	sbom := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: sbomType, Subject: &img.Root, Payload: []byte("sbom")})
+	sbomSig := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: bundleType, Subject: &sbom, Payload: []byte("sig of sbom")})
+	att := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: attType, Subject: &img.Root, Payload: []byte("att")})
+	attSig := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: bundleType, Subject: &att, Payload: []byte("sig of att")})
+	sigTag := cosignTag(img.Root.Digest, ".sig")
+	sig := e.artifact(t, registrytest.ArtifactSpec{ConfigType: ocispec.MediaTypeImageConfig, Tag: sigTag, Payload: []byte("cosign sig")})
 
-	res, _, err := relocateReferrers(t, src, dst, ReferrerOptions{Types: []string{sbomType, bundleType}}, img)
+	res, _, repo, err := e.relocate(t, ReferrerOptions{Types: []string{sbomType, bundleType}}, img)
 	if err != nil {
 		t.Fatalf("Relocate: %v", err)
 	}
-	repo := stubTargetRepo(t, res, img)
-	wantManifest(t, src, dst, "vendor/app", repo, sbom.Digest.String(), sbom)
-	wantManifest(t, src, dst, "vendor/app", repo, sbomSig.Digest.String(), sbomSig)
+	e.wantManifest(t, repo, sbom.Digest.String(), sbom)
+	e.wantManifest(t, repo, sbomSig.Digest.String(), sbomSig)
 	for _, d := range []ocispec.Descriptor{att, attSig, sig} {
-		wantNoManifest(t, dst, repo, d)
+		e.wantNoManifest(t, repo, d)
 	}
-	wantTags := []string{img.tag, cosignTag(img.root.Digest, ""), cosignTag(sbom.Digest, "")}
-	slices.Sort(wantTags)
-	if got, want := stubTags(dst, repo), wantTags; !slices.Equal(got, want) {
+	if got, want := e.tags(t, repo), sortedStrings(img.Tag, cosignTag(img.Root.Digest, ""), cosignTag(sbom.Digest, "")); !slices.Equal(got, want) {
 		t.Errorf("target tags = %q, want %q", got, want)
 	}
 	want := sortResults(
-		ReferrerResult{Subject: img.root.Digest, Digest: sbom.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: sbomType},
+		ReferrerResult{Subject: img.Root.Digest, Digest: sbom.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: sbomType},
 		ReferrerResult{Subject: sbom.Digest, Digest: sbomSig.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: bundleType},
 	)
 	if diff := cmp.Diff(want, sortedReferrers(t, res)); diff != "" {
 		t.Errorf("ImageResult.Referrers (-want +got):\n%s", diff)
 	}
 	for _, d := range []ocispec.Descriptor{att, sig} {
-		if n := src.count("GET /v2/vendor/app/referrers/" + d.Digest.String()); n != 0 {
+		if n := count(e.src, "GET /v2/vendor/app/referrers/"+d.Digest.String()); n != 0 {
 			t.Errorf("referrers of %s, which is left out, were asked for %d times", d.Digest, n)
 		}
+	}
+}
+
+// failManifest is a fault rule: every GET of manifest d in vendor/app of
+// the source answers 500.
+func failManifest(d ocispec.Descriptor) registrytest.FaultRule {
+	return registrytest.FaultRule{
+		Match: registrytest.MatchManifestGET("vendor/app", d.Digest.String()),
+		Fault: registrytest.Fault{Kind: registrytest.FaultStatus, Status: http.StatusInternalServerError},
 	}
 }
 
@@ -484,16 +402,17 @@ func TestRelocateReferrerFails(t *testing.T) {
 			name = "best effort"
 		}
 		t.Run(name, func(t *testing.T) {
-			src, dst := newReferrerStub(t), newRegStub(t)
-			img := src.seedImage("vendor/app", "1.0", 1, 1<<10)
-			bad := src.seedArtifact("vendor/app", artifact{artifactType: sbomType, subject: &img.root, payload: "unreadable"})
-			src.setExtra(func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
-				return strings.HasSuffix(key, " manifest "+bad.Digest.String()) && faultStatus(w, r, http.StatusInternalServerError, "")
-			})
-			res, ev, err := relocateReferrers(t, src, dst, ReferrerOptions{BestEffort: bestEffort}, img)
+			// The referrer's digest is known only once it is pushed:
+			// make it first in a throwaway registry.
+			probe := newRefEnv(t, true, false)
+			bad := probe.artifact(t, registrytest.ArtifactSpec{ArtifactType: sbomType, Subject: ptr(probe.image(t).Root), Payload: []byte("unreadable")})
+			e := newRefEnv(t, true, false, failManifest(bad))
+			img := e.image(t)
+			e.artifact(t, registrytest.ArtifactSpec{ArtifactType: sbomType, Subject: &img.Root, Payload: []byte("unreadable")})
+			res, ev, repo, err := e.relocate(t, ReferrerOptions{BestEffort: bestEffort}, img)
 			t.Logf("err: %v", err)
-			ref := src.Host + "/vendor/app:1.0"
-			if n := src.count("GET manifest " + bad.Digest.String()); n < 2 {
+			ref := img.Ref(e.src.Host)
+			if n := count(e.src, "GET /v2/vendor/app/manifests/"+bad.Digest.String()); n < 2 {
 				t.Errorf("the referrer's manifest was asked for %d times; want it retried", n)
 			}
 			if !bestEffort {
@@ -505,8 +424,8 @@ func TestRelocateReferrerFails(t *testing.T) {
 						t.Errorf("err %q does not name %s", err, s)
 					}
 				}
-				if dst.manifestCount() != 0 {
-					t.Errorf("the target holds %d manifests; want none", dst.manifestCount())
+				if n := count(e.dst, "PUT /v2/"+repo+"/manifests/"); n != 0 {
+					t.Errorf("%d manifests put into the target; want none", n)
 				}
 				if f := ev.of(ImageFailed); len(f) != 1 || f[0].Image != ref {
 					t.Errorf("ImageFailed events %+v; want one for %s", f, ref)
@@ -519,9 +438,8 @@ func TestRelocateReferrerFails(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Relocate: %v", err)
 			}
-			repo := stubTargetRepo(t, res, img)
-			wantManifest(t, src, dst, "vendor/app", repo, img.tag, img.root)
-			wantNoManifest(t, dst, repo, bad)
+			e.wantManifest(t, repo, img.Tag, img.Root)
+			e.wantNoManifest(t, repo, bad)
 			if got := res.Images[0].Referrers; len(got) != 0 {
 				t.Errorf("ImageResult.Referrers = %+v; want none", got)
 			}
@@ -539,29 +457,29 @@ func TestRelocateReferrerFails(t *testing.T) {
 // TestRelocateReferrerBestEffortKeepsOthers: with BestEffort, one
 // unreadable referrer costs that referrer, not the others of the image.
 func TestRelocateReferrerBestEffortKeepsOthers(t *testing.T) {
-	src, dst := newReferrerStub(t), newRegStub(t)
-	img := src.seedImage("vendor/app", "1.0", 1, 1<<10)
-	bad := src.seedArtifact("vendor/app", artifact{artifactType: sbomType, subject: &img.root, payload: "unreadable"})
-	good := src.seedArtifact("vendor/app", artifact{artifactType: attType, subject: &img.root, payload: "attestation"})
-	sigTag := cosignTag(img.root.Digest, ".sig")
-	sig := src.seedArtifact("vendor/app", artifact{configType: ocispec.MediaTypeImageConfig, tag: sigTag, payload: "cosign sig"})
-	src.setExtra(func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
-		return strings.HasSuffix(key, " manifest "+bad.Digest.String()) && faultStatus(w, r, http.StatusInternalServerError, "")
-	})
-	res, ev, err := relocateReferrers(t, src, dst, ReferrerOptions{BestEffort: true}, img)
+	probe := newRefEnv(t, true, false)
+	badSpec := registrytest.ArtifactSpec{ArtifactType: sbomType, Payload: []byte("unreadable")}
+	badSpec.Subject = ptr(probe.image(t).Root)
+	bad := probe.artifact(t, badSpec)
+	e := newRefEnv(t, true, false, failManifest(bad))
+	img := e.image(t)
+	e.artifact(t, badSpec)
+	good := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: attType, Subject: &img.Root, Payload: []byte("attestation")})
+	sigTag := cosignTag(img.Root.Digest, ".sig")
+	sig := e.artifact(t, registrytest.ArtifactSpec{ConfigType: ocispec.MediaTypeImageConfig, Tag: sigTag, Payload: []byte("cosign sig")})
+	res, ev, repo, err := e.relocate(t, ReferrerOptions{BestEffort: true}, img)
 	if err != nil {
 		t.Fatalf("Relocate: %v", err)
 	}
-	repo := stubTargetRepo(t, res, img)
-	wantNoManifest(t, dst, repo, bad)
-	wantManifest(t, src, dst, "vendor/app", repo, good.Digest.String(), good)
-	wantManifest(t, src, dst, "vendor/app", repo, sigTag, sig)
+	e.wantNoManifest(t, repo, bad)
+	e.wantManifest(t, repo, good.Digest.String(), good)
+	e.wantManifest(t, repo, sigTag, sig)
 	if n := len(ev.of(ReferrerFailed)); n != 1 {
 		t.Errorf("%d ReferrerFailed events; want 1", n)
 	}
 	want := sortResults(
-		ReferrerResult{Subject: img.root.Digest, Digest: good.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: attType},
-		ReferrerResult{Subject: img.root.Digest, Digest: sig.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: ocispec.MediaTypeImageConfig, Tag: sigTag},
+		ReferrerResult{Subject: img.Root.Digest, Digest: good.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: attType},
+		ReferrerResult{Subject: img.Root.Digest, Digest: sig.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: ocispec.MediaTypeImageConfig, Tag: sigTag},
 	)
 	if diff := cmp.Diff(want, sortedReferrers(t, res)); diff != "" {
 		t.Errorf("ImageResult.Referrers (-want +got):\n%s", diff)
@@ -571,17 +489,16 @@ func TestRelocateReferrerBestEffortKeepsOthers(t *testing.T) {
 // TestRelocateReferrerListedAndTagged: a referrer the API lists that is
 // also under a cosign tag keeps its tag in the target.
 func TestRelocateReferrerListedAndTagged(t *testing.T) {
-	src, dst := newReferrerStub(t), newRegStub(t)
-	img := src.seedImage("vendor/app", "1.0", 1, 1<<10)
-	sigTag := cosignTag(img.root.Digest, ".sig")
-	sig := src.seedArtifact("vendor/app", artifact{artifactType: bundleType, subject: &img.root, tag: sigTag, payload: "sig with a subject"})
-	res, _, err := relocateReferrers(t, src, dst, ReferrerOptions{}, img)
+	e := newRefEnv(t, true, false)
+	img := e.image(t)
+	sigTag := cosignTag(img.Root.Digest, ".sig")
+	sig := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: bundleType, Subject: &img.Root, Tag: sigTag, Payload: []byte("sig with a subject")})
+	res, _, repo, err := e.relocate(t, ReferrerOptions{}, img)
 	if err != nil {
 		t.Fatalf("Relocate: %v", err)
 	}
-	repo := stubTargetRepo(t, res, img)
-	wantManifest(t, src, dst, "vendor/app", repo, sigTag, sig)
-	want := []ReferrerResult{{Subject: img.root.Digest, Digest: sig.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: bundleType, Tag: sigTag}}
+	e.wantManifest(t, repo, sigTag, sig)
+	want := []ReferrerResult{{Subject: img.Root.Digest, Digest: sig.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: bundleType, Tag: sigTag}}
 	if diff := cmp.Diff(want, sortedReferrers(t, res)); diff != "" {
 		t.Errorf("ImageResult.Referrers (-want +got):\n%s", diff)
 	}
@@ -590,27 +507,23 @@ func TestRelocateReferrerListedAndTagged(t *testing.T) {
 // TestRelocateReferrersDisabled: with referrers off, not one request looks
 // for them.
 func TestRelocateReferrersDisabled(t *testing.T) {
-	src, dst := newReferrerStub(t), newRegStub(t)
-	img := src.seedImage("vendor/app", "1.0", 1, 1<<10)
-	sbom := src.seedArtifact("vendor/app", artifact{artifactType: sbomType, subject: &img.root, payload: "sbom"})
-	sig := src.seedArtifact("vendor/app", artifact{configType: ocispec.MediaTypeImageConfig, tag: cosignTag(img.root.Digest, ".sig"), payload: "sig"})
-	res, ev, err := relocateReferrers(t, src, dst, ReferrerOptions{Disabled: true}, img)
+	e := newRefEnv(t, true, false)
+	img := e.image(t)
+	sbom := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: sbomType, Subject: &img.Root, Payload: []byte("sbom")})
+	sig := e.artifact(t, registrytest.ArtifactSpec{ConfigType: ocispec.MediaTypeImageConfig, Tag: cosignTag(img.Root.Digest, ".sig"), Payload: []byte("sig")})
+	res, ev, repo, err := e.relocate(t, ReferrerOptions{Disabled: true}, img)
 	if err != nil {
 		t.Fatalf("Relocate: %v", err)
 	}
-	repo := stubTargetRepo(t, res, img)
-	wantManifest(t, src, dst, "vendor/app", repo, img.tag, img.root)
-	for _, s := range []string{"/referrers/", "/tags/list"} {
-		if n := stubRequests(src.regStub, s); n != 0 {
-			t.Errorf("%d %s requests to the source; want none", n, s)
-		}
-		if n := stubRequests(dst, s); n != 0 {
-			t.Errorf("%d %s requests to the target; want none", n, s)
+	e.wantManifest(t, repo, img.Tag, img.Root)
+	for _, kind := range []string{"GET referrers", "GET tags"} {
+		if n := e.src.Counts()[kind] + e.dst.Counts()[kind]; n != 0 {
+			t.Errorf("%d %q requests; want none", n, kind)
 		}
 	}
 	for _, d := range []ocispec.Descriptor{sbom, sig} {
-		wantNoManifest(t, dst, repo, d)
-		if n := src.count("GET manifest " + d.Digest.String()); n != 0 {
+		e.wantNoManifest(t, repo, d)
+		if n := count(e.src, "GET /v2/vendor/app/manifests/"+d.Digest.String()); n != 0 {
 			t.Errorf("%s fetched %d times; want none", d.Digest, n)
 		}
 	}
