@@ -8,114 +8,27 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/cnabio/cnab-relocate/resolver"
 	"github.com/containerd/containerd/errdefs"
-	"github.com/containerd/containerd/remotes"
-	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// exportRegistry is an in-memory, read-only remotes.Resolver: content by
-// digest (in any repository) and tags by normalised reference. It counts
-// blob fetches.
-type exportRegistry struct {
-	mu      sync.Mutex
-	content map[digest.Digest][]byte
-	media   map[digest.Digest]string
-	tags    map[string]digest.Digest
-	fetches map[digest.Digest]int
-	corrupt map[digest.Digest]bool
-}
-
-func newExportRegistry() *exportRegistry {
-	return &exportRegistry{content: map[digest.Digest][]byte{}, media: map[digest.Digest]string{},
-		tags: map[string]digest.Digest{}, fetches: map[digest.Digest]int{}, corrupt: map[digest.Digest]bool{}}
-}
-
-func (r *exportRegistry) put(mediaType string, data []byte) ocispec.Descriptor {
-	d := digest.FromBytes(data)
-	r.content[d], r.media[d] = data, mediaType
-	return ocispec.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(data))}
-}
-
-func (r *exportRegistry) putJSON(t *testing.T, mediaType string, v any) ocispec.Descriptor {
-	data, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r.put(mediaType, data)
-}
-
-// image stores a one-config image with the given layers.
-func (r *exportRegistry) image(t *testing.T, seed string, layers ...ocispec.Descriptor) ocispec.Descriptor {
-	config := r.put(ocispec.MediaTypeImageConfig, []byte(`{"os":"linux","seed":"`+seed+`"}`))
-	return r.putJSON(t, ocispec.MediaTypeImageManifest, ocispec.Manifest{
-		Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
-		Config: config, Layers: layers,
-	})
-}
-
-func (r *exportRegistry) tag(ref string, d ocispec.Descriptor) {
-	r.tags[reference.TagNameOnly(reference.TrimNamed(mustNamed(ref))).String()] = d.Digest
-	if t, ok := mustNamed(ref).(reference.Tagged); ok {
-		r.tags[reference.TrimNamed(mustNamed(ref)).String()+":"+t.Tag()] = d.Digest
-	}
-}
-
-func mustNamed(ref string) reference.Named {
-	n, err := reference.ParseNormalizedNamed(ref)
-	if err != nil {
-		panic(err)
-	}
-	return n
-}
-
-func (r *exportRegistry) Resolve(ctx context.Context, ref string) (string, ocispec.Descriptor, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var d digest.Digest
-	if i := strings.LastIndex(ref, "@"); i >= 0 {
-		d = digest.Digest(ref[i+1:])
-	} else {
-		d = r.tags[ref]
-	}
-	data, ok := r.content[d]
-	if !ok {
-		return "", ocispec.Descriptor{}, errdefs.ErrNotFound
-	}
-	return ref, ocispec.Descriptor{MediaType: r.media[d], Digest: d, Size: int64(len(data))}, nil
-}
-
-func (r *exportRegistry) Fetcher(ctx context.Context, ref string) (remotes.Fetcher, error) {
-	return remotes.FetcherFunc(func(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		data, ok := r.content[desc.Digest]
-		if !ok {
-			return nil, errdefs.ErrNotFound
-		}
-		r.fetches[desc.Digest]++
-		if r.corrupt[desc.Digest] {
-			data = bytes.ToUpper(data)
-		}
-		return io.NopCloser(bytes.NewReader(data)), nil
-	}), nil
-}
-
-func (r *exportRegistry) Pusher(ctx context.Context, ref string) (remotes.Pusher, error) {
-	return nil, errors.New("read-only registry")
-}
-
-// exportFixture is a registry with a single-platform image and a
-// two-platform index that share a layer, and a bundle that refers to them
-// (once twice, once with its contentDigest) and to a helm chart.
+// exportFixture is an in-process registry, behind a counting proxy that
+// the engine talks to, with a single-platform image and a two-platform
+// index that share a layer, and a bundle that refers to them (once
+// twice, once with its contentDigest) and to a helm chart.
 type exportFixture struct {
-	reg            *exportRegistry
+	reg            *registrytest.Memory
+	proxy          *registrytest.Proxy
+	blobs          []ocispec.Descriptor // every config and layer
 	app, multi     ocispec.Descriptor
 	shared         ocispec.Descriptor
 	bundleJSON     []byte
@@ -123,34 +36,87 @@ type exportFixture struct {
 	appRef, mulRef string
 }
 
-func newExportFixture(t *testing.T) *exportFixture {
-	reg := newExportRegistry()
-	shared := reg.put(ocispec.MediaTypeImageLayerGzip, bytes.Repeat([]byte("shared layer "), 1000))
-	app := reg.image(t, "app", shared, reg.put(ocispec.MediaTypeImageLayerGzip, []byte("app layer")))
-	amd := reg.image(t, "amd64", shared)
-	arm := reg.image(t, "arm64", shared, reg.put(ocispec.MediaTypeImageLayerGzip, []byte("arm layer")))
+// sharedLayer is the layer both images have.
+var sharedLayer = bytes.Repeat([]byte("shared layer "), 1000)
+
+func newExportFixture(t *testing.T, rules ...registrytest.FaultRule) *exportFixture {
+	t.Helper()
+	ctx := context.Background()
+	fx := &exportFixture{reg: registrytest.StartMemory(false)}
+	fx.proxy = registrytest.NewProxyURL(fx.reg.URL, nil, registrytest.ProxyOptions{Faults: registrytest.FaultOptions{Rules: rules}})
+	t.Cleanup(func() { fx.proxy.Close(); fx.reg.Close() })
+	c := fx.reg.Client()
+	blob := func(repo, mediaType string, data []byte) ocispec.Descriptor {
+		d, err := c.PushBlob(ctx, repo, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.MediaType = mediaType
+		if !slices.ContainsFunc(fx.blobs, func(b ocispec.Descriptor) bool { return b.Digest == d.Digest }) {
+			fx.blobs = append(fx.blobs, d)
+		}
+		return d
+	}
+	manifest := func(repo, ref, mediaType string, v any) ocispec.Descriptor {
+		data, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := c.PushManifest(ctx, repo, ref, mediaType, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	image := func(repo, ref, seed string, layers ...[]byte) ocispec.Descriptor {
+		m := ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+			Config: blob(repo, ocispec.MediaTypeImageConfig, []byte(`{"os":"linux","seed":"`+seed+`"}`))}
+		for _, l := range layers {
+			m.Layers = append(m.Layers, blob(repo, ocispec.MediaTypeImageLayerGzip, l))
+		}
+		return manifest(repo, ref, ocispec.MediaTypeImageManifest, m)
+	}
+	fx.shared = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromBytes(sharedLayer), Size: int64(len(sharedLayer))}
+	fx.app = image("team/app", "1.0", "app", sharedLayer, []byte("app layer"))
+	amd := image("library/busybox", "amd64", "amd64", sharedLayer)
+	arm := image("library/busybox", "arm64", "arm64", sharedLayer, []byte("arm layer"))
 	amd.Platform = &ocispec.Platform{OS: "linux", Architecture: "amd64"}
 	arm.Platform = &ocispec.Platform{OS: "linux", Architecture: "arm64"}
-	multi := reg.putJSON(t, ocispec.MediaTypeImageIndex, ocispec.Index{
+	fx.multi = manifest("library/busybox", "1.36", ocispec.MediaTypeImageIndex, ocispec.Index{
 		Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex,
 		Manifests: []ocispec.Descriptor{amd, arm},
 	})
-	appRef, mulRef := "registry.example.com/team/app:1.0", "busybox:1.36"
-	reg.tag(appRef, app)
-	reg.tag(mulRef, multi)
-	bundleJSON := []byte(`{"schemaVersion":"v1.0.0","name":"app","version":"1.0.0",
-  "invocationImages":[{"imageType":"docker","image":"` + appRef + `"}],
+	fx.appRef, fx.mulRef = fx.proxy.Host+"/team/app:1.0", fx.proxy.Host+"/library/busybox:1.36"
+	fx.bundleJSON = []byte(`{"schemaVersion":"v1.0.0","name":"app","version":"1.0.0",
+  "invocationImages":[{"imageType":"docker","image":"` + fx.appRef + `"}],
   "images":{
-    "again":{"image":"` + appRef + `"},
-    "multi":{"image":"` + mulRef + `","contentDigest":"` + multi.Digest.String() + `"},
+    "again":{"image":"` + fx.appRef + `"},
+    "multi":{"image":"` + fx.mulRef + `","contentDigest":"` + fx.multi.Digest.String() + `"},
     "chart":{"imageType":"helm","image":"charts/x:1"}},
   "x-unknown":{"kept":true}}
 `)
-	b, err := Parse(bundleJSON)
+	b, err := Parse(fx.bundleJSON)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &exportFixture{reg: reg, app: app, multi: multi, shared: shared, bundleJSON: bundleJSON, bundle: b, appRef: appRef, mulRef: mulRef}
+	fx.bundle = b
+	return fx
+}
+
+// options are the export options of the fixture: no credentials.
+func (fx *exportFixture) options(t *testing.T) ExportOptions {
+	return ExportOptions{ClientOptions: ClientOptions{ResolverOptions: resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-"}}}
+}
+
+// blobGETs counts the GETs of blob d through the proxy.
+func (fx *exportFixture) blobGETs(d digest.Digest) int {
+	n := 0
+	for _, r := range fx.proxy.Requests() {
+		if strings.HasPrefix(r, "GET ") && strings.HasSuffix(r, "/blobs/"+d.String()) {
+			n++
+		}
+	}
+	return n
 }
 
 func TestExport(t *testing.T) {
@@ -159,11 +125,14 @@ func TestExport(t *testing.T) {
 	fx := newExportFixture(t)
 	var mu sync.Mutex
 	kinds := map[EventKind]int{}
-	res, err := Export(context.Background(), fx.bundle, ExportOptions{ClientOptions: ClientOptions{Resolver: fx.reg, Jobs: 3, OnEvent: func(e Event) {
+	opts := fx.options(t)
+	opts.Jobs = 3
+	opts.OnEvent = func(e Event) {
 		mu.Lock()
 		kinds[e.Kind]++
 		mu.Unlock()
-	}}})
+	}
+	res, err := Export(context.Background(), fx.bundle, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,12 +144,12 @@ func TestExport(t *testing.T) {
 	}
 	// Every blob of the registry (all platforms) is in the layout, each
 	// fetched once although three manifests share one layer.
-	for d, data := range fx.reg.content {
-		if !res.Layout.Exists(ocispec.Descriptor{Digest: d, Size: int64(len(data))}) {
-			t.Errorf("%s (%s) missing from the layout", d, fx.reg.media[d])
+	for _, d := range fx.blobs {
+		if !res.Layout.Exists(d) {
+			t.Errorf("%s (%s) missing from the layout", d.Digest, d.MediaType)
 		}
 	}
-	if n := fx.reg.fetches[fx.shared.Digest]; n != 1 {
+	if n := fx.blobGETs(fx.shared.Digest); n != 1 {
 		t.Errorf("shared layer fetched %d times, want 1", n)
 	}
 	if res.Images[0].BytesCopied+res.Images[1].BytesCopied != fx.shared.Size+int64(len("app layer")+len("arm layer"))+configSizes(fx) {
@@ -205,9 +174,9 @@ func TestExport(t *testing.T) {
 
 // configSizes is the size of the three configs of the fixture.
 func configSizes(fx *exportFixture) (n int64) {
-	for d, mt := range fx.reg.media {
-		if mt == ocispec.MediaTypeImageConfig {
-			n += int64(len(fx.reg.content[d]))
+	for _, d := range fx.blobs {
+		if d.MediaType == ocispec.MediaTypeImageConfig {
+			n += d.Size
 		}
 	}
 	return n
@@ -220,7 +189,7 @@ func TestExportArchiveRoundTrip(t *testing.T) {
 	out := t.TempDir()
 	a, b := filepath.Join(out, "a.tgz"), filepath.Join(out, "b.tgz")
 	for _, p := range []string{a, b} {
-		if err := ExportArchive(context.Background(), fx.bundle, fx.bundleJSON, p, ExportOptions{ClientOptions: ClientOptions{Resolver: fx.reg}}); err != nil {
+		if err := ExportArchive(context.Background(), fx.bundle, fx.bundleJSON, p, fx.options(t)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -245,6 +214,18 @@ func TestExportArchiveRoundTrip(t *testing.T) {
 	}
 	src := LayoutSource{Store: th.Layout, Path: a}
 	ctx := context.Background()
+	// Layout to layout: re-exporting the archive needs no registry and
+	// gives the same bytes.
+	fx.proxy.Close()
+	c := filepath.Join(out, "c.tgz")
+	opts := fx.options(t)
+	opts.Source = src
+	if err := ExportArchive(ctx, bundle, bundle.Raw(), c, opts); err != nil {
+		t.Fatalf("re-export from the layout: %v", err)
+	}
+	if dc, _ := os.ReadFile(c); !bytes.Equal(dc, da) {
+		t.Error("re-exporting an archive from its own layout changed it")
+	}
 	for _, img := range bundle.Images {
 		if !img.Relocatable() {
 			continue
@@ -273,29 +254,36 @@ func TestExportArchiveRoundTrip(t *testing.T) {
 }
 
 func TestExportFailures(t *testing.T) {
+	corrupt := registrytest.FaultRule{
+		Match: registrytest.MatchBlobGET(false, digest.FromBytes(sharedLayer)),
+		Fault: registrytest.Fault{Kind: registrytest.FaultCorrupt, After: 10},
+	}
 	for _, tc := range []struct {
 		name   string
+		rules  []registrytest.FaultRule
 		change func(fx *exportFixture)
 		is     error
 		want   string
 	}{
-		{"contentDigest the registry does not serve", func(fx *exportFixture) {
+		{"contentDigest the registry does not serve", nil, func(fx *exportFixture) {
 			fx.bundleJSON = bytes.Replace(fx.bundleJSON, []byte(fx.multi.Digest.String()), []byte(fx.app.Digest.String()), 1)
 		}, ErrDigestMismatch, "busybox:1.36"},
-		{"corrupt blob", func(fx *exportFixture) { fx.reg.corrupt[fx.shared.Digest] = true }, ErrDigestMismatch, fx0shared},
-		{"missing image", func(fx *exportFixture) { delete(fx.reg.tags, "registry.example.com/team/app:1.0") }, errdefs.ErrNotFound, "registry.example.com/team/app:1.0"},
+		{"corrupt blob", []registrytest.FaultRule{corrupt}, func(*exportFixture) {}, ErrDigestMismatch, fx0shared},
+		{"missing image", nil, func(fx *exportFixture) {
+			fx.bundleJSON = bytes.ReplaceAll(fx.bundleJSON, []byte("/team/app:1.0"), []byte("/team/app:gone"))
+		}, errdefs.ErrNotFound, "/team/app:gone"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tmp := t.TempDir()
 			t.Setenv("TMPDIR", tmp)
-			fx := newExportFixture(t)
+			fx := newExportFixture(t, tc.rules...)
 			tc.change(fx)
 			b, err := Parse(fx.bundleJSON)
 			if err != nil {
 				t.Fatal(err)
 			}
 			out := t.TempDir()
-			err = ExportArchive(context.Background(), b, fx.bundleJSON, filepath.Join(out, "app.tgz"), ExportOptions{ClientOptions: ClientOptions{Resolver: fx.reg}})
+			err = ExportArchive(context.Background(), b, fx.bundleJSON, filepath.Join(out, "app.tgz"), fx.options(t))
 			want := tc.want
 			if want == fx0shared {
 				want = fx.shared.Digest.String()
@@ -304,9 +292,9 @@ func TestExportFailures(t *testing.T) {
 				t.Fatalf("got %v, want %v naming %s", err, tc.is, want)
 			}
 			if tc.is == ErrDigestMismatch {
-				for d, n := range fx.reg.fetches {
-					if n > 1 && fx.reg.media[d] != ocispec.MediaTypeImageManifest {
-						t.Errorf("%s fetched %d times: a digest mismatch was retried", d, n)
+				for _, d := range fx.blobs {
+					if n := fx.blobGETs(d.Digest); n > 1 {
+						t.Errorf("%s fetched %d times: a digest mismatch was retried", d.Digest, n)
 					}
 				}
 			}

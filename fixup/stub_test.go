@@ -397,3 +397,11 @@ func retriesOpt(n int) *int {
 	}
 	return ptr(max(n, 0))
 }
+
+func mustNamed(ref string) reference.Named {
+	n, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
