@@ -260,6 +260,9 @@ func jsonError(data []byte, err error) error {
 // "image" replaced by mapping[ref] and its "contentDigest" set to
 // digests[ref]. Every other field is kept. The receiver is not modified.
 func (b *Bundle) Rewrite(mapping map[string]string, digests map[string]digest.Digest) ([]byte, error) {
+	if b == nil {
+		return nil, invalid(fmt.Errorf("%w: no bundle (nil)", ErrInvalidBundle))
+	}
 	doc := deepCopy(b.doc).(map[string]any)
 	set := func(entry map[string]any) {
 		ref, _ := entry["image"].(string)

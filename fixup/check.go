@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/cnabio/cnab-relocate/resolver"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/remotes"
 	"github.com/distribution/reference"
@@ -19,7 +20,8 @@ var ErrNotRelocated = errors.New("not relocated")
 
 // VerifyOptions configures Verify.
 type VerifyOptions struct {
-	// Resolver reaches the target registries. Required.
+	// Resolver reaches the target registries. Nil means resolver.New with
+	// docker CLI credentials.
 	Resolver remotes.Resolver
 	// Jobs bounds concurrent checks. If <= 0, DefaultJobs is used.
 	Jobs int
@@ -46,23 +48,23 @@ type Check struct {
 // error wrapping ErrNotRelocated naming each image that is not in place.
 func Verify(ctx context.Context, b *Bundle, mapping map[string]string, opts VerifyOptions) ([]Check, error) {
 	if opts.Resolver == nil {
-		return nil, invalid(errors.New("fixup: VerifyOptions.Resolver is required"))
+		r, err := resolver.New(resolver.Options{Logger: opts.Logger})
+		if err != nil {
+			return nil, invalid(err)
+		}
+		opts.Resolver = r
 	}
 	if opts.Jobs <= 0 {
 		opts.Jobs = DefaultJobs
 	}
 	ctx = withoutLogs(ctx)
+	images, _, err := distinctImages(b)
+	if err != nil {
+		return nil, err
+	}
 	var checks []*Check
-	seen := map[string]bool{}
-	for _, img := range b.Images {
-		if !img.Relocatable() || seen[img.Ref] {
-			continue
-		}
-		seen[img.Ref] = true
-		want, err := img.Digest()
-		if err != nil {
-			return nil, err
-		}
+	for _, e := range images {
+		img, want := e.Image, e.Digest
 		c := &Check{Source: img.Ref, Target: img.Ref, Want: want}
 		if mapping != nil {
 			t, ok := mapping[img.Ref]

@@ -74,3 +74,34 @@ func TestReferrersSearchedSaysWhetherAnybodyLooked(t *testing.T) {
 		})
 	}
 }
+
+// TestNoPanicOnCallerInput: what a Go caller passes is checked, never a
+// panic: nil bundles, nil mappings, empty references.
+func TestNoPanicOnCallerInput(t *testing.T) {
+	ctx := context.Background()
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	m, _ := relocator.New(relocator.OneToOne, "127.0.0.1:1/team")
+	c, err := NewClient(ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, call := range map[string]func() error{
+		"Relocate nil bundle":  func() error { _, err := Relocate(ctx, nil, Options{Mapping: m}); return err },
+		"Relocate nil mapping": func() error { b, _ := Parse([]byte(`{}`)); _, err := Relocate(ctx, b, Options{}); return err },
+		"NewPlan nil bundle":   func() error { _, err := NewPlan(nil, m); return err },
+		"NewPlan nil mapping":  func() error { b, _ := Parse([]byte(`{}`)); _, err := NewPlan(b, nil); return err },
+		"Export nil bundle":    func() error { _, err := Export(ctx, nil, ExportOptions{}); return err },
+		"Verify nil bundle":    func() error { _, err := Verify(ctx, nil, nil, VerifyOptions{}); return err },
+		"Rewrite nil bundle":   func() error { _, err := (*Bundle)(nil).Rewrite(nil, nil); return err },
+		"Copy empty":           func() error { _, err := c.Copy(ctx, "", ""); return err },
+		"Digest empty":         func() error { _, err := c.Digest(ctx, ""); return err },
+		"NewLayout empty":      func() error { _, err := c.NewLayout(""); return err },
+		"Push bad digest":      func() error { l, _ := c.NewLayout(t.TempDir()); return l.Push(ctx, "sha256:nope", "127.0.0.1:1/x") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := call(); !errors.Is(err, ErrInvalidInput) {
+				t.Errorf("got %v, want an ErrInvalidInput", err)
+			}
+		})
+	}
+}

@@ -25,6 +25,9 @@ type Layout struct {
 // NewLayout creates an empty OCI image layout in dir, which must be
 // missing or empty (then it is created).
 func (c *Client) NewLayout(dir string) (*Layout, error) {
+	if dir == "" {
+		return nil, invalid(errors.New("fixup: NewLayout needs a directory"))
+	}
 	entries, err := os.ReadDir(dir)
 	switch {
 	case err == nil && len(entries) > 0:
@@ -43,6 +46,9 @@ func (c *Client) NewLayout(dir string) (*Layout, error) {
 // crane, skopeo or cnab-go. Errors about it wrap layout.ErrInvalidLayout
 // and ErrInvalidInput.
 func (c *Client) ReadLayout(dir string) (*Layout, error) {
+	if dir == "" {
+		return nil, invalid(errors.New("fixup: ReadLayout needs a directory"))
+	}
 	s, err := layout.Open(dir)
 	if err != nil {
 		return nil, invalid(err)

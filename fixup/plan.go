@@ -1,6 +1,7 @@
 package fixup
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/distribution/reference"
@@ -42,6 +43,9 @@ func (p PlanEntry) TargetString(m *relocator.Mapping) string {
 // when an image's digest is invalid or when two source repositories would
 // share a target repository.
 func NewPlan(b *Bundle, m *relocator.Mapping) (*Plan, error) {
+	if m == nil {
+		return nil, invalid(errors.New("fixup: NewPlan needs a mapping"))
+	}
 	images, skipped, err := distinctImages(b)
 	if err != nil {
 		return nil, err
@@ -70,6 +74,9 @@ func NewPlan(b *Bundle, m *relocator.Mapping) (*Plan, error) {
 // the images left alone because of their type. An invalid contentDigest is
 // an error naming the image.
 func distinctImages(b *Bundle) (images []PlanEntry, skipped []Image, err error) {
+	if b == nil {
+		return nil, nil, invalid(fmt.Errorf("%w: no bundle (nil)", ErrInvalidBundle))
+	}
 	seen := map[string]bool{}
 	for _, img := range b.Images {
 		if !img.Relocatable() {
