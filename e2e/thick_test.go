@@ -171,7 +171,7 @@ func TestThickBadArchives(t *testing.T) {
 
 // writeTarGz writes a thick bundle: bundle.json and layoutDir as
 // artifacts/layout.
-func writeTarGz(t *testing.T, path, layoutDir string, bundle map[string]any) {
+func writeTarGz(t *testing.T, path, layoutDir string, bundle map[string]any, extra ...rootFile) {
 	t.Helper()
 	bpath := filepath.Join(t.TempDir(), "bundle.json")
 	writeJSON(t, bpath, bundle)
@@ -183,8 +183,10 @@ func writeTarGz(t *testing.T, path, layoutDir string, bundle map[string]any) {
 	defer fh.Close()
 	gz := gzip.NewWriter(fh)
 	tw := tar.NewWriter(gz)
-	tw.WriteHeader(&tar.Header{Name: "bundle.json", Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg})
-	tw.Write(data)
+	for _, f := range append([]rootFile{{"bundle.json", data}}, extra...) {
+		tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.data)), Typeflag: tar.TypeReg})
+		tw.Write(f.data)
+	}
 	err = filepath.Walk(layoutDir, func(p string, info os.FileInfo, err error) error {
 		if err != nil {
 			return err
@@ -210,6 +212,12 @@ func writeTarGz(t *testing.T, path, layoutDir string, bundle map[string]any) {
 	}
 	tw.Close()
 	gz.Close()
+}
+
+// rootFile is a file at the root of an archive writeTarGz writes.
+type rootFile struct {
+	name string
+	data []byte
 }
 
 // tarFile returns the content of one entry of a .tgz.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cnabio/cnab-relocate/internal/retry"
 	"github.com/cnabio/cnab-relocate/resolver"
+	"github.com/cnabio/cnab-to-oci/relocation"
 )
 
 // Client copies images between registries and OCI image layouts, one
@@ -69,6 +70,18 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		}
 	}
 	return c, nil
+}
+
+// source is src (nil: the registries, through the client's resolver),
+// reading each image of entries where m says it is when m is not nil.
+func (c *Client) source(src Source, entries []PlanEntry, m relocation.ImageRelocationMap) (Source, error) {
+	if src == nil {
+		src = NewRegistrySource(c.resolver)
+	}
+	if m == nil {
+		return src, nil
+	}
+	return newMappedSource(src, entries, m)
 }
 
 func (c *Client) registryTarget() target {

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/cnabio/cnab-relocate/layout"
+	"github.com/cnabio/cnab-to-oci/relocation"
 )
 
 // ExportOptions configures Export and ExportArchive: a client's options
@@ -17,6 +18,10 @@ type ExportOptions struct {
 	// by the image references, through the client's resolver; a thick
 	// bundle's layout (to re-pack it) is LayoutSource.
 	Source Source
+	// SourceMapping says where the bundle's images are now, as for
+	// Options.SourceMapping. The layout names them by the bundle's
+	// references all the same: the archive needs no mapping.
+	SourceMapping relocation.ImageRelocationMap
 }
 
 // ExportResult is the outcome of Export: an image layout in a temporary
@@ -77,7 +82,11 @@ func Export(ctx context.Context, b *Bundle, opts ExportOptions) (_ *ExportResult
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrOutput, err)
 	}
-	e := c.engine(opts.Source, layoutTarget{store: store}, nil)
+	src, err := c.source(opts.Source, images, opts.SourceMapping)
+	if err != nil {
+		return nil, err
+	}
+	e := c.engine(src, layoutTarget{store: store}, nil)
 	jobs := make([]*job, len(images))
 	for i, p := range images {
 		jobs[i] = newJob(p.Image, p.Digest)

@@ -62,6 +62,13 @@ type Options struct {
 	// by the image references, through the client's resolver; a thick
 	// bundle's layout is LayoutSource.
 	Source Source
+	// SourceMapping, when not nil, is a CNAB relocation mapping saying
+	// where the bundle's images are now (they were relocated before): each
+	// image is read from Source at its mapped reference. Target names are
+	// still computed from the bundle's own references, so they do not
+	// depend on how many hops came before, and Result.Mapping is keyed by
+	// them. Every relocatable image must be mapped (else ErrNotMapped).
+	SourceMapping relocation.ImageRelocationMap
 }
 
 // EventKind says what an Event reports.

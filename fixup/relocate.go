@@ -45,7 +45,11 @@ func (c *Client) relocate(ctx context.Context, b *Bundle, opts Options) (*Result
 	if err != nil {
 		return nil, err
 	}
-	e := c.engine(opts.Source, c.registryTarget(), opts.Mapping)
+	src, err := c.source(opts.Source, plan.Entries, opts.SourceMapping)
+	if err != nil {
+		return nil, err
+	}
+	e := c.engine(src, c.registryTarget(), opts.Mapping)
 	jobs := make([]*job, len(plan.Entries))
 	for i, p := range plan.Entries {
 		jobs[i] = newJob(p.Image, p.Digest)

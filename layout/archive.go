@@ -26,6 +26,10 @@ const (
 	BundleFile = "bundle.json"
 	// LayoutPath is the directory of the image layout in the archive.
 	LayoutPath = "artifacts/layout"
+	// MappingFile is the CNAB relocation mapping (Core 103) that porter
+	// archive writes beside bundle.json: where the images were when they
+	// were put in the layout, whose names are the mapped references.
+	MappingFile = "relocation-mapping.json"
 )
 
 // maxBundleSize bounds what is read into memory for bundle.json.
@@ -35,6 +39,9 @@ const maxBundleSize = 64 << 20
 type Thick struct {
 	// BundleJSON is bundle.json, byte for byte.
 	BundleJSON []byte
+	// RelocationMapping is relocation-mapping.json at the root of the
+	// archive, byte for byte, nil when there is none (see MappingFile).
+	RelocationMapping []byte
 	// Layout is the image layout of artifacts/layout, nil when the archive
 	// has none.
 	Layout *Store
@@ -149,6 +156,21 @@ func readArchive(ctx context.Context, path string, r io.Reader) (_ *Thick, err e
 	}
 	if t.BundleJSON, err = os.ReadFile(bundlePath); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	mappingPath := filepath.Join(dir, MappingFile)
+	st, err = os.Lstat(mappingPath)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	case !st.Mode().IsRegular():
+		return nil, fmt.Errorf("%w %s: %s is not a regular file", ErrInvalidArchive, path, MappingFile)
+	case st.Size() > maxBundleSize:
+		return nil, fmt.Errorf("%w %s: %s is %d bytes, more than the %d allowed", ErrInvalidArchive, path, MappingFile, st.Size(), maxBundleSize)
+	default:
+		if t.RelocationMapping, err = os.ReadFile(mappingPath); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", path, err)
+		}
 	}
 
 	layoutDir := filepath.Join(dir, filepath.FromSlash(LayoutPath))

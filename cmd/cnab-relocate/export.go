@@ -19,9 +19,14 @@ artifacts/layout (CNAB Core 104). Exporting twice gives identical archives.
 Relocate the archive inside the air gap with 'cnab-relocate fixup ARCHIVE'.
 
 BUNDLE may also be a thick bundle archive written by another tool (cnab-go,
-duffle, or a crane or skopeo layout tarred with its bundle.json): it is
+duffle, porter, or a crane or skopeo layout tarred with its bundle.json): it is
 re-packed into this tool's reproducible form, digests preserved, with no
-registry contacted.
+registry contacted; or a bundle kept in a registry in cnab-to-oci's format,
+oci://HOST/REPO:TAG, whose images are read from its repository.
+
+Relocated before? --source-relocation-mapping FILE reads each image where the
+mapping says it is now; the archive still names them by the bundle's own
+references and needs no mapping, and bundle.json stays byte for byte.
 
 Usage:
   cnab-relocate export BUNDLE --output ARCHIVE [FLAGS]
@@ -29,20 +34,26 @@ Usage:
 Examples:
   cnab-relocate export bundle.json --output app-1.0.tgz
   cnab-relocate export duffle-export.tgz --output app-1.0.tgz
+  cnab-relocate export bundle.json --source-relocation-mapping dmz-mapping.json --output app-1.0.tgz
+  cnab-relocate export oci://registry.corp/apps/app:1.0 --output app-1.0.tgz
   cnab-relocate fixup app-1.0.tgz --repository-prefix registry.corp/team \
       --relocation-mapping relocation-mapping.json
 `
 
 func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var (
-		out   string
-		jobs  int
-		quiet bool
-		reg   registryFlags
-		refs  referrerFlags
+		out        string
+		sourceMap  string
+		saveBundle string
+		jobs       int
+		quiet      bool
+		reg        registryFlags
+		refs       referrerFlags
 	)
 	fs := pflag.NewFlagSet("export", pflag.ContinueOnError)
 	fs.StringVar(&out, "output", "", "write the thick bundle archive to `FILE` (.tgz)")
+	fs.StringVar(&sourceMap, "source-relocation-mapping", "", "read the images where this relocation mapping `FILE` says they are now (the archive names them by the bundle's references)")
+	fs.StringVar(&saveBundle, "save-bundle", "", "write bundle.json, byte for byte as read, to `FILE`")
 	fs.IntVar(&jobs, "jobs", fixup.DefaultJobs, "blobs fetched at once across all images")
 	fs.BoolVarP(&quiet, "quiet", "q", false, "print only errors")
 	refs.add(fs)
@@ -57,24 +68,32 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return usageError(stderr, "export", "--output ARCHIVE is required")
 	}
 	path := fs.Arg(0)
-	if err := checkOutputs([]string{path}, out); err != nil {
+	if err := checkOutputs(inputFiles(path, sourceMap), out, saveBundle); err != nil {
 		return failure(stderr, "export", err)
 	}
-	b, source, done, err := loadBundle(ctx, path)
-	if err != nil {
-		return failure(stderr, "export", err)
-	}
-	defer done()
 	rep := newReporter(stderr, quiet)
+	opts := reg.client(jobs, refs.options(), rep.event)
+	in, err := loadInput(ctx, path, sourceMap, func() (*fixup.Client, error) { return fixup.NewClient(opts) })
+	if err != nil {
+		rep.wait()
+		return failure(stderr, "export", err)
+	}
+	defer in.close()
+	b := in.bundle
 	start := time.Now()
-	err = fixup.ExportArchive(ctx, b, b.Raw(), out, fixup.ExportOptions{ClientOptions: reg.client(jobs, refs.options(), rep.event), Source: source})
+	err = fixup.ExportArchive(ctx, b, b.Raw(), out, fixup.ExportOptions{ClientOptions: opts, Source: in.source, SourceMapping: in.mapping})
+	if err == nil && saveBundle != "" {
+		if err = writeFiles(output{Path: saveBundle, Data: b.Raw()}); err != nil {
+			os.Remove(out) // all or nothing
+		}
+	}
 	rep.wait()
 	if err != nil {
 		if ctx.Err() != nil {
 			fmt.Fprintln(stderr, "cnab-relocate export: interrupted; no archive written")
 			return exitFailed
 		}
-		return failure(stderr, "export", inBundle(path, err))
+		return failure(stderr, "export", in.explain(err))
 	}
 	if !quiet {
 		st, _ := os.Stat(out)

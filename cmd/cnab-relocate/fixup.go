@@ -10,10 +10,10 @@ import (
 	"strings"
 	"time"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/pflag"
 
 	"github.com/cnabio/cnab-relocate/fixup"
-	"github.com/cnabio/cnab-relocate/layout"
 	"github.com/cnabio/cnab-relocate/relocator"
 )
 
@@ -33,6 +33,19 @@ attestations, found through the OCI referrers API or the tag schema
 target repository too, recursively, digests preserved. The relocation mapping
 and the rewritten bundle are written only when every image is in place.
 
+BUNDLE may also be a bundle kept in a registry in cnab-to-oci's format
+(docker-app, cnab-to-oci push, porter publish): oci://HOST/REPO:TAG. Its images
+are read from its repository, where its relocation map says they are.
+
+Relocated before (vendor -> DMZ -> air gap)? --source-relocation-mapping FILE
+reads each image where that CNAB relocation mapping says it is now. Target
+names still come from the bundle's own references, so they are the same after
+any number of hops, and the new mapping is keyed by them; bundle.json is never
+modified (its signature stays valid). A porter archive's relocation-mapping.json
+is used the same way, with no flag. --push-bundle HOST/REPO:TAG then stores the
+bundle, byte for byte, with its images in the target registry in cnab-to-oci's
+format, for cnab-to-oci, docker-app and porter to pull.
+
 Mappings (--mapping):
   one-to-one   (default) each source repository gets its own target repository
                PREFIX/<path joined by dashes>-<md5 of the repository>, as duffle
@@ -51,6 +64,12 @@ Examples:
       --relocation-mapping map.json
   cnab-relocate fixup bundle.json --mapping many-to-one --target registry.corp/team/app \
       --relocation-mapping map.json --output json
+  # second hop: from the DMZ, where the first hop's mapping says the images are
+  cnab-relocate fixup bundle.json --source-relocation-mapping dmz-mapping.json \
+      --repository-prefix airgap.corp/team --relocation-mapping airgap-mapping.json
+  # a bundle kept in a registry, relocated and pushed again next to its images
+  cnab-relocate fixup oci://vendor.example/apps/app:1.0 --repository-prefix registry.corp/team \
+      --relocation-mapping map.json --push-bundle registry.corp/team/app:1.0
 `
 
 type fixupFlags struct {
@@ -59,6 +78,10 @@ type fixupFlags struct {
 	target       string
 	mappingFile  string
 	outputBundle string
+	sourceMap    string
+	saveBundle   string
+	pushBundle   string
+	pushed       string // the pushed bundle's digest
 	dryRun       bool
 	jobs         int
 	output       string
@@ -75,6 +98,9 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&f.target, "target", "", "the one target `REPO` for --mapping many-to-one")
 	fs.StringVar(&f.mappingFile, "relocation-mapping", "", "write the relocation mapping (CNAB 103 JSON) to `FILE`")
 	fs.StringVar(&f.outputBundle, "output-bundle", "", "write the bundle, rewritten to the relocated images, to `FILE`")
+	fs.StringVar(&f.sourceMap, "source-relocation-mapping", "", "read the images where this relocation mapping `FILE` says they are now (relocated before)")
+	fs.StringVar(&f.saveBundle, "save-bundle", "", "write bundle.json, byte for byte as read (from a registry, an archive or a file), to `FILE`")
+	fs.StringVar(&f.pushBundle, "push-bundle", "", "push the bundle, unchanged, with its relocated images to `HOST/REPO:TAG` in cnab-to-oci's format")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "print where each image would go; contact no registry")
 	fs.IntVar(&f.jobs, "jobs", fixup.DefaultJobs, "blobs copied at once across all images")
 	fs.StringVarP(&f.output, "output", "o", "text", "`FORMAT` of the final report on stdout: text or json")
@@ -116,26 +142,45 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return usageError(stderr, "fixup", "%v", err)
 	}
 	path := fs.Arg(0)
-	if err := checkOutputs([]string{path}, f.mappingFile, f.outputBundle); err != nil {
+	if f.dryRun && (isRegistryBundle(path) || f.pushBundle != "") {
+		return usageError(stderr, "fixup", "--dry-run contacts no registry: give a bundle file or archive, without --push-bundle")
+	}
+	if err := checkOutputs(inputFiles(path, f.sourceMap), f.mappingFile, f.outputBundle, f.saveBundle); err != nil {
 		return failure(stderr, "fixup", err)
 	}
-	b, source, done, err := loadBundle(ctx, path)
+	rep := newReporter(stderr, f.quiet)
+	opts := f.registry.client(f.jobs, f.referrers.options(), rep.event)
+	client := func() (*fixup.Client, error) { return fixup.NewClient(opts) }
+	in, err := loadInput(ctx, path, f.sourceMap, client)
 	if err != nil {
+		rep.wait()
 		return failure(stderr, "fixup", err)
 	}
-	defer done()
+	defer in.close()
+	b := in.bundle
 	if f.dryRun {
+		rep.wait()
 		return dryRun(b, mapping, f, stdout, stderr)
 	}
 
-	rep := newReporter(stderr, f.quiet)
 	start := time.Now()
 	result, err := fixup.Relocate(ctx, b, fixup.Options{
-		ClientOptions: f.registry.client(f.jobs, f.referrers.options(), rep.event),
+		ClientOptions: opts,
 		Mapping:       mapping,
-		Source:        source,
+		Source:        in.source,
+		SourceMapping: in.mapping,
 	})
 	rep.wait()
+	if err == nil && f.pushBundle != "" {
+		pushOpts := opts
+		pushOpts.OnEvent = nil // its copies are no images of the bundle's
+		var c *fixup.Client
+		var pushed ocispec.Descriptor
+		if c, err = fixup.NewClient(pushOpts); err == nil {
+			pushed, err = c.PushBundle(ctx, b, f.pushBundle, result.Mapping)
+		}
+		f.pushed = pushed.Digest.String()
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			fmt.Fprintln(stderr, "cnab-relocate fixup: interrupted; no output written (a rerun resumes from what is in the target)")
@@ -144,7 +189,7 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		if result != nil && f.output == "json" {
 			writeReport(stdout, result, f, time.Since(start))
 		}
-		return failure(stderr, "fixup", inBundle(path, err))
+		return failure(stderr, "fixup", in.explain(err))
 	}
 	outs, err := outputs(b, result, f)
 	if err == nil {
@@ -176,6 +221,9 @@ func outputs(b *fixup.Bundle, r *fixup.Result, f fixupFlags) ([]output, error) {
 			return nil, err
 		}
 		outs = append(outs, output{Path: f.outputBundle, Data: data})
+	}
+	if f.saveBundle != "" {
+		outs = append(outs, output{Path: f.saveBundle, Data: b.Raw()})
 	}
 	return outs, nil
 }
@@ -258,6 +306,12 @@ func summary(w io.Writer, r *fixup.Result, f fixupFlags, d time.Duration) {
 	if f.outputBundle != "" {
 		fmt.Fprintf(w, "Relocated bundle: %s\n", f.outputBundle)
 	}
+	if f.saveBundle != "" {
+		fmt.Fprintf(w, "Bundle saved: %s\n", f.saveBundle)
+	}
+	if f.pushed != "" {
+		fmt.Fprintf(w, "Bundle pushed: %s (%s)\n", f.pushBundle, f.pushed)
+	}
 }
 
 type reportImage struct {
@@ -292,6 +346,8 @@ type report struct {
 	Totals            reportTotals  `json:"totals"`
 	RelocationMapping string        `json:"relocationMapping"`
 	OutputBundle      string        `json:"outputBundle"`
+	// PushedBundle is the bundle pushed with --push-bundle, REF@DIGEST.
+	PushedBundle string `json:"pushedBundle,omitempty"`
 }
 
 func totals(r *fixup.Result) reportTotals {
@@ -328,6 +384,9 @@ func newReport(r *fixup.Result, f fixupFlags, d time.Duration) report {
 	if r.Mapping != nil && totals(r).Failed == 0 {
 		rep.RelocationMapping = f.mappingFile
 		rep.OutputBundle = f.outputBundle
+		if f.pushed != "" {
+			rep.PushedBundle = f.pushBundle + "@" + f.pushed
+		}
 	}
 	return rep
 }
@@ -363,18 +422,17 @@ func inBundle(path string, err error) error {
 	return err
 }
 
-// loadBundle loads a bundle.json, or a thick bundle archive with the source
-// that reads its layout (nil for a thin bundle: images come from
-// registries). done releases the archive's temporary files.
-func loadBundle(ctx context.Context, path string) (*fixup.Bundle, fixup.Source, func(), error) {
-	thick, err := layout.IsArchive(path)
-	if err != nil || !thick {
-		b, err := fixup.LoadFile(path)
-		return b, nil, func() {}, err
+// inputFiles are the local files a command reads, which no output may
+// overwrite: the bundle (unless it is in a registry) and a mapping file.
+func inputFiles(path string, more ...string) []string {
+	var files []string
+	if !isRegistryBundle(path) {
+		files = append(files, path)
 	}
-	b, th, err := fixup.LoadArchive(ctx, path)
-	if err != nil {
-		return nil, nil, func() {}, err
+	for _, m := range more {
+		if m != "" {
+			files = append(files, m)
+		}
 	}
-	return b, fixup.LayoutSource{Store: th.Layout, Path: path}, func() { th.Close() }, nil
+	return files
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/spf13/pflag"
 
@@ -22,11 +21,15 @@ Usage:
 
 With --relocation-mapping, BUNDLE is the original bundle and each image is
 looked up at its relocated reference. Without it, BUNDLE is a relocated bundle
-and its own references are checked.
+and its own references are checked. BUNDLE may be a bundle kept in a registry
+in cnab-to-oci's format, oci://HOST/REPO:TAG: it is read with GETs, and its
+images are checked where its relocation map says (its own repository), or
+where --relocation-mapping says.
 
 Examples:
   cnab-relocate verify bundle.json --relocation-mapping relocation-mapping.json
   cnab-relocate verify relocated-bundle.json --output json
+  cnab-relocate verify oci://registry.corp/apps/app:1.0
 `
 
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -50,18 +53,19 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if output != "text" && output != "json" {
 		return usageError(stderr, "verify", "--output %q: want text or json", output)
 	}
-	b, err := fixup.LoadFile(fs.Arg(0))
+	opts := reg.client(jobs, fixup.ReferrerOptions{}, nil)
+	in, err := loadInput(ctx, fs.Arg(0), "", func() (*fixup.Client, error) { return fixup.NewClient(opts) })
 	if err != nil {
 		return failure(stderr, "verify", err)
 	}
-	var mapping map[string]string
+	defer in.close()
+	b := in.bundle
+	// A bundle in a registry is checked where its relocation map says its
+	// images are (its own repository), unless a mapping file says else.
+	mapping := in.mapping
 	if mappingFile != "" {
-		data, err := os.ReadFile(mappingFile)
-		if err != nil {
-			return failure(stderr, "verify", invalidf("relocation mapping %s: %v", mappingFile, err))
-		}
-		if err := json.Unmarshal(data, &mapping); err != nil {
-			return failure(stderr, "verify", invalidf("relocation mapping %s: not a JSON object of strings: %v", mappingFile, err))
+		if mapping, err = readMapping(mappingFile); err != nil {
+			return failure(stderr, "verify", err)
 		}
 	}
 	r, err := resolver.New(reg.resolverOptions())
