@@ -154,4 +154,34 @@ func TestRegistryBundleRoundTrip(t *testing.T) {
 	if rv := cli(t, nil, "verify", "oci://"+pushed); rv.code != 0 {
 		t.Errorf("verify of the pushed bundle exited %d", rv.code)
 	}
+
+	// export reads it too: an archive with the stored bundle.json.
+	archive := filepath.Join(dir, "published.tgz")
+	if r := cli(t, nil, "export", src, "--output", archive); r.code != 0 {
+		t.Fatalf("export of %s exited %d", src, r.code)
+	}
+	if got := tarFile(t, archive, "bundle.json"); !bytes.Equal(got, stored) {
+		t.Error("the exported archive's bundle.json is not the stored one")
+	}
+
+	// --push-bundle works with every mapping; cnab-to-oci pulls each.
+	for name, args := range map[string][]string{
+		"prefix":      {"--mapping", "prefix", "--repository-prefix", air.Host + "/pfx"},
+		"many-to-one": {"--mapping", "many-to-one", "--target", air.Host + "/all/published"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ref := air.Host + "/" + name + "/published:1.0"
+			args := append([]string{"fixup", src, "--relocation-mapping", filepath.Join(t.TempDir(), "m.json"), "--push-bundle", ref}, args...)
+			if r := cli(t, nil, args...); r.code != 0 {
+				t.Fatalf("exited %d", r.code)
+			}
+			named, _ := reference.ParseNormalizedNamed(ref)
+			if _, m, _, err := cnabremotes.Pull(ctx, named, r); err != nil || len(m) != 3 {
+				t.Fatalf("cnab-to-oci Pull of %s: %v, %v", ref, m, err)
+			}
+			if rv := cli(t, nil, "verify", "oci://"+ref); rv.code != 0 {
+				t.Errorf("verify of %s exited %d", ref, rv.code)
+			}
+		})
+	}
 }
