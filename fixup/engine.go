@@ -348,7 +348,18 @@ type blobTask struct {
 	host  string
 	repos []string          // in first-seen order
 	users map[string][]*job // repo -> images needing the blob there
+	done  []string          // repositories that have it now
+	again []string          // repositories to place it in on the next pass of a stream
 }
+
+// live returns the images that need t's blob in repo and have not failed.
+func (t *blobTask) live(repo string) []*job {
+	return slices.DeleteFunc(slices.Clone(t.users[repo]), func(u *job) bool { return u.failedErr() != nil })
+}
+
+// opener opens a blob's bytes, as they are at the source: putBlob checks
+// them against the blob's descriptor.
+type opener func(context.Context) (io.ReadCloser, error)
 
 func (e *engine) copyBlobs(ctx context.Context, jobs []*job) error {
 	tasks := map[string]*blobTask{}
@@ -371,6 +382,10 @@ func (e *engine) copyBlobs(ctx context.Context, jobs []*job) error {
 			t.users[j.repo] = append(t.users[j.repo], j)
 		}
 	}
+	if ss, ok := streamOf(e.src); ok {
+		// A stream has its own order: the archive's.
+		return e.streamBlobs(ctx, ss, order)
+	}
 	// Biggest first, so the tail is short.
 	slices.SortStableFunc(order, func(a, b *blobTask) int { return cmp.Compare(b.desc.Size, a.desc.Size) })
 
@@ -378,40 +393,45 @@ func (e *engine) copyBlobs(ctx context.Context, jobs []*job) error {
 	g.SetLimit(e.c.jobs)
 	for _, t := range order {
 		g.Go(func() error {
-			e.copyBlob(gctx, t)
+			e.copyBlob(gctx, t, t.repos, nil)
 			return ctx.Err()
 		})
 	}
 	return g.Wait()
 }
 
-// copyBlob puts t's blob into each repository that needs it: the first by
-// upload (or by mount from the source when source and target share a
-// registry), the others by mount from the first. A repository whose images
-// have all failed meanwhile gets nothing.
-func (e *engine) copyBlob(ctx context.Context, t *blobTask) {
-	var done []string
-	for _, repo := range t.repos {
-		users := slices.DeleteFunc(slices.Clone(t.users[repo]), func(u *job) bool { return u.failedErr() != nil })
+// copyBlob puts t's blob into each of repos: the first by upload (or by
+// mount from the source when source and target share a registry), the
+// others by mount from the first. A repository whose images have all
+// failed meanwhile gets nothing. open reads the bytes (nil: fetch them
+// from the source); a stream's opener that has passed the blob leaves
+// the repository for the stream's next pass (t.again).
+func (e *engine) copyBlob(ctx context.Context, t *blobTask, repos []string, open opener) {
+	for _, repo := range repos {
+		users := t.live(repo)
 		if len(users) == 0 {
 			continue
 		}
 		// The first image streams the bytes and gets the credit.
 		owner := users[0]
-		mountFrom := slices.Clone(done)
+		mountFrom := slices.Clone(t.done)
 		if len(mountFrom) == 0 {
 			if h, r := e.src.Location(owner.img); h == t.host && r != "" {
 				mountFrom = append(mountFrom, r)
 			}
 		}
-		kind, err := e.putBlob(ctx, owner, repo, t.desc, mountFrom)
+		kind, err := e.putBlob(ctx, owner, repo, t.desc, mountFrom, open)
+		if errors.Is(err, errNextPass) && ctx.Err() == nil {
+			t.again = append(t.again, repo)
+			continue
+		}
 		if err != nil {
 			for _, u := range users {
 				e.failJob(u, err)
 			}
 			continue
 		}
-		done = append(done, repo)
+		t.done = append(t.done, repo)
 		for i, u := range users {
 			k := kind
 			if i > 0 {
@@ -427,10 +447,13 @@ func (e *engine) copyBlob(ctx context.Context, t *blobTask) {
 // retrying whole on transient failures, and says how: copied, mounted or
 // already there. A retry starts a new upload and fetches the blob again
 // from its first byte; every byte is checked against the digest.
-func (e *engine) putBlob(ctx context.Context, j *job, repo string, desc ocispec.Descriptor, mountFrom []string) (EventKind, error) {
+func (e *engine) putBlob(ctx context.Context, j *job, repo string, desc ocispec.Descriptor, mountFrom []string, src opener) (EventKind, error) {
 	what := "blob " + desc.Digest.String()
+	if src == nil {
+		src = func(ctx context.Context) (io.ReadCloser, error) { return j.fetch.Fetch(ctx, desc) }
+	}
 	open := func(ctx context.Context) (io.ReadCloser, error) {
-		rc, err := j.fetch.Fetch(ctx, desc)
+		rc, err := src(ctx)
 		if err != nil {
 			return nil, e.sourceErr(j, "fetching "+what, err)
 		}
@@ -615,7 +638,7 @@ func retryWait(err error, attempt int) time.Duration {
 // allowed to.
 func retryable(err error) bool {
 	if errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrInvalidInput) || errors.Is(err, ErrOutput) ||
-		errors.Is(err, ErrUnsupportedResolver) ||
+		errors.Is(err, ErrUnsupportedResolver) || errors.Is(err, errNextPass) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, resolver.ErrRetriesExhausted) ||
 		errors.Is(err, docker.ErrInvalidAuthorization) || errdefs.IsNotFound(err) {

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/cnabio/cnab-relocate/internal/verify"
 	"github.com/cnabio/cnab-relocate/resolver"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
@@ -204,15 +205,15 @@ func TestExportArchiveRoundTrip(t *testing.T) {
 
 	// Load it back: bundle.json byte for byte, every image resolvable and
 	// complete from the layout alone.
-	bundle, th, err := LoadArchive(context.Background(), a)
+	bundle, arch, err := LoadArchive(context.Background(), a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer th.Close()
-	if !bytes.Equal(th.BundleJSON, fx.bundleJSON) {
+	defer arch.Close()
+	if !bytes.Equal(arch.BundleJSON, fx.bundleJSON) {
 		t.Fatal("bundle.json changed")
 	}
-	src := LayoutSource{Store: th.Layout, Path: a}
+	src := ArchiveSource{Archive: arch}
 	ctx := context.Background()
 	// Layout to layout: re-exporting the archive needs no registry and
 	// gives the same bytes.
@@ -226,6 +227,9 @@ func TestExportArchiveRoundTrip(t *testing.T) {
 	if dc, _ := os.ReadFile(c); !bytes.Equal(dc, da) {
 		t.Error("re-exporting an archive from its own layout changed it")
 	}
+	// Every image resolves, and every blob it needs streams from the
+	// archive with its digest.
+	need := map[digest.Digest]ocispec.Descriptor{}
 	for _, img := range bundle.Images {
 		if !img.Relocatable() {
 			continue
@@ -241,15 +245,17 @@ func TestExportArchiveRoundTrip(t *testing.T) {
 			t.Fatalf("%s: %v", img.Ref, err)
 		}
 		for _, bl := range g.blobs {
-			rc, err := f.Fetch(ctx, bl)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := io.Copy(io.Discard, rc); err != nil {
-				t.Fatal(err)
-			}
-			rc.Close()
+			need[bl.Digest] = bl
 		}
+	}
+	seen := 0
+	err = arch.Stream(ctx, func(d digest.Digest) bool { _, ok := need[d]; return ok }, func(d digest.Digest, r io.Reader) error {
+		seen++
+		_, err := io.Copy(io.Discard, verify.NewReader(r, need[d]))
+		return err
+	})
+	if err != nil || seen != len(need) {
+		t.Fatalf("streamed %d of %d blobs: %v", seen, len(need), err)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/distribution/reference"
@@ -286,38 +285,4 @@ func mergeBlobs(g *graph, refs []referrerGraph) {
 			}
 		}
 	}
-}
-
-// subjectAnnotation marks, in a thick bundle's layout, a referrer found
-// through the referrers API (it has no tag): its value is the subject's
-// digest.
-const subjectAnnotation = "io.cnab.relocate.referrer.subject"
-
-// Referrers finds the referrers of subject in the layout: entries whose
-// ref.name carries a tag schema tag of subject, and entries export marked
-// with the subject annotation.
-func (s LayoutSource) Referrers(ctx context.Context, img Image, subject digest.Digest) ([]Referrer, error) {
-	if s.Store == nil {
-		return nil, nil
-	}
-	tags := referrerTags(subject)
-	var out []Referrer
-	for _, e := range s.Store.Index().Manifests {
-		if e.Annotations[subjectAnnotation] == subject.String() {
-			d := e
-			d.Annotations = nil
-			out = append(out, Referrer{Desc: d})
-			continue
-		}
-		tag := e.Annotations[ocispec.AnnotationRefName]
-		if i := strings.LastIndex(tag, ":"); i >= 0 {
-			tag = tag[i+1:]
-		}
-		if slices.Contains(tags, tag) {
-			d := e
-			d.Annotations = nil
-			out = append(out, Referrer{Desc: d, Tag: tag})
-		}
-	}
-	return out, nil
 }

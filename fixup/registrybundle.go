@@ -227,7 +227,7 @@ func (c *Client) PushBundle(ctx context.Context, b *Bundle, ref string, images r
 	j.fetch = remotes.FetcherFunc(func(context.Context, ocispec.Descriptor) (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(raw)), nil
 	})
-	if _, err := e.putBlob(ctx, j, j.repo, cfg, nil); err != nil {
+	if _, err := e.putBlob(ctx, j, j.repo, cfg, nil, nil); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("bundle %s: %w", ref, err)
 	}
 	if err := e.putManifest(ctx, j, cfgNode, "", false); err != nil {

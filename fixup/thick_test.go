@@ -213,15 +213,21 @@ func TestLoadArchive(t *testing.T) {
 	if err := layout.WriteArchive(path, []byte(thickBundle), s.Dir()); err != nil {
 		t.Fatal(err)
 	}
-	b, th, err := LoadArchive(context.Background(), path)
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	b, a, err := LoadArchive(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer th.Close()
-	if string(th.BundleJSON) != thickBundle || b.Path() != path || len(b.Images) != 3 {
+	defer a.Close()
+	if string(a.BundleJSON) != thickBundle || string(b.Raw()) != thickBundle || b.Path() != path || len(b.Images) != 3 {
 		t.Fatalf("loaded %+v from %s", b, b.Path())
 	}
-	src := LayoutSource{Store: th.Layout, Path: path}
+	// Read as a stream: nothing is extracted.
+	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+		t.Errorf("left in $TMPDIR: %v", ents)
+	}
+	src := ArchiveSource{Archive: a}
 	for _, img := range b.Images {
 		if !img.Relocatable() {
 			continue
@@ -232,11 +238,6 @@ func TestLoadArchive(t *testing.T) {
 	}
 	if d, _ := src.Resolve(context.Background(), b.Images[2], ""); d.Digest != multi.Digest {
 		t.Errorf("%s resolved to %s", b.Images[2].Ref, d.Digest)
-	}
-	tmp := th.Dir
-	th.Close()
-	if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("%s not removed", tmp)
 	}
 
 	for _, tc := range []struct {

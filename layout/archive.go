@@ -3,8 +3,8 @@ package layout
 import (
 	"archive/tar"
 	"bufio"
+	"cmp"
 	"compress/gzip"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -34,31 +33,6 @@ const (
 
 // maxBundleSize bounds what is read into memory for bundle.json.
 const maxBundleSize = 64 << 20
-
-// Thick is an extracted thick bundle.
-type Thick struct {
-	// BundleJSON is bundle.json, byte for byte.
-	BundleJSON []byte
-	// RelocationMapping is relocation-mapping.json at the root of the
-	// archive, byte for byte, nil when there is none (see MappingFile).
-	RelocationMapping []byte
-	// Layout is the image layout of artifacts/layout, nil when the archive
-	// has none.
-	Layout *Store
-	// Dir is the temporary directory the archive was extracted to.
-	Dir string
-}
-
-// Close removes the directory the archive was extracted to. Layout must
-// not be used afterwards. Close is idempotent.
-func (t *Thick) Close() error {
-	if t == nil || t.Dir == "" {
-		return nil
-	}
-	err := os.RemoveAll(t.Dir)
-	t.Dir = ""
-	return err
-}
 
 // IsArchive reports whether the file at path looks like a thick bundle
 // archive: gzip data, or a tar. A directory or a JSON file is not one.
@@ -90,109 +64,6 @@ func IsArchive(path string) (bool, error) {
 	return err == nil, nil
 }
 
-// ReadArchive extracts the thick bundle archive at path (gzipped tar, or
-// plain tar) into a new directory under os.TempDir, streaming, and returns
-// its bundle.json and, when the archive has artifacts/layout, its image
-// layout. Only regular files and directories with relative names free of
-// ".." are accepted; links, devices, fifos and sparse files are rejected
-// (ErrUnsafeEntry).
-// Errors about the archive wrap ErrInvalidArchive and name path and, where
-// there is one, the entry; on any error the directory is removed. The
-// caller must Close the result. Blobs are checked against their digests
-// when fetched from Layout, not here.
-func ReadArchive(ctx context.Context, path string) (_ *Thick, err error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("%w %s: %w", ErrInvalidArchive, path, unwrapPath(err))
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err != nil {
-		return nil, fmt.Errorf("%w %s: %w", ErrInvalidArchive, path, unwrapPath(err))
-	} else if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w %s: not a regular file", ErrInvalidArchive, path)
-	}
-	return readArchive(ctx, path, f)
-}
-
-// readArchive extracts the archive read from r; path names it in errors.
-// The directory is made when the first entry needs it, so that garbage
-// costs nothing on disk.
-func readArchive(ctx context.Context, path string, r io.Reader) (_ *Thick, err error) {
-	var dir string
-	mkdir := func() (string, error) {
-		if dir == "" {
-			d, err := os.MkdirTemp("", "cnab-relocate-thick-*")
-			if err != nil {
-				return "", fmt.Errorf("extracting %s: %w", path, err)
-			}
-			dir = d
-		}
-		return dir, nil
-	}
-	defer func() {
-		if err != nil && dir != "" {
-			os.RemoveAll(dir)
-		}
-	}()
-	if err := extract(ctx, path, r, mkdir); err != nil {
-		return nil, err
-	}
-	if dir == "" {
-		return nil, fmt.Errorf("%w %s: no %s at the root of the archive", ErrInvalidArchive, path, BundleFile)
-	}
-
-	t := &Thick{Dir: dir}
-	bundlePath := filepath.Join(dir, BundleFile)
-	st, err := os.Lstat(bundlePath)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("%w %s: no %s at the root of the archive", ErrInvalidArchive, path, BundleFile)
-	case err != nil:
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	case !st.Mode().IsRegular():
-		return nil, fmt.Errorf("%w %s: %s is not a regular file", ErrInvalidArchive, path, BundleFile)
-	case st.Size() > maxBundleSize:
-		return nil, fmt.Errorf("%w %s: %s is %d bytes, more than the %d allowed", ErrInvalidArchive, path, BundleFile, st.Size(), maxBundleSize)
-	}
-	if t.BundleJSON, err = os.ReadFile(bundlePath); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	}
-	mappingPath := filepath.Join(dir, MappingFile)
-	st, err = os.Lstat(mappingPath)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-	case err != nil:
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	case !st.Mode().IsRegular():
-		return nil, fmt.Errorf("%w %s: %s is not a regular file", ErrInvalidArchive, path, MappingFile)
-	case st.Size() > maxBundleSize:
-		return nil, fmt.Errorf("%w %s: %s is %d bytes, more than the %d allowed", ErrInvalidArchive, path, MappingFile, st.Size(), maxBundleSize)
-	default:
-		if t.RelocationMapping, err = os.ReadFile(mappingPath); err != nil {
-			return nil, fmt.Errorf("reading %s: %w", path, err)
-		}
-	}
-
-	layoutDir := filepath.Join(dir, filepath.FromSlash(LayoutPath))
-	st, err = os.Lstat(layoutDir)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return t, nil
-	case err != nil:
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	case !st.IsDir():
-		return nil, fmt.Errorf("%w %s: %s is not a directory", ErrInvalidArchive, path, LayoutPath)
-	}
-	s, err := Open(layoutDir)
-	if err != nil {
-		// Name the file inside the archive, not in the temporary directory.
-		msg := strings.ReplaceAll(err.Error(), layoutDir, LayoutPath)
-		return nil, fmt.Errorf("%w %s: %s", ErrInvalidArchive, path, msg)
-	}
-	t.Layout = s
-	return t, nil
-}
-
 // unwrapPath drops the path an *fs.PathError repeats.
 func unwrapPath(err error) error {
 	var pe *fs.PathError
@@ -200,114 +71,6 @@ func unwrapPath(err error) error {
 		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
 	}
 	return err
-}
-
-// extract writes the entries of the archive read from r into the
-// directory mkdir makes (on first use); archive names it in errors.
-func extract(ctx context.Context, archive string, r io.Reader, mkdir func() (string, error)) error {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w %s: %s", ErrInvalidArchive, archive, fmt.Sprintf(format, args...))
-	}
-	br := bufio.NewReaderSize(r, 64<<10)
-	var src io.Reader = br
-	var zr *gzip.Reader
-	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		var err error
-		if zr, err = gzip.NewReader(br); err != nil {
-			return bad("corrupt gzip data: %v", readError(err))
-		}
-		defer zr.Close()
-		src = zr
-	}
-	tr := tar.NewReader(src)
-	files := map[string]bool{}
-	for n := 0; ; n++ {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			if n == 0 {
-				return bad("empty archive, or not a tar archive")
-			}
-			break
-		}
-		if err != nil {
-			if n == 0 && zr == nil {
-				return bad("neither gzip nor tar data")
-			}
-			return bad("%v", readError(err))
-		}
-		name, err := entryName(hdr.Name)
-		if err != nil {
-			return fmt.Errorf("%w %s: entry %q: %w", ErrInvalidArchive, archive, hdr.Name, err)
-		}
-		unsafe := func(what string) error {
-			return fmt.Errorf("%w %s: entry %q: %w: %s", ErrInvalidArchive, archive, hdr.Name, ErrUnsafeEntry, what)
-		}
-		var target string
-		if name != "" && (hdr.Typeflag == tar.TypeDir || hdr.Typeflag == tar.TypeReg) {
-			dir, err := mkdir()
-			if err != nil {
-				return err
-			}
-			target = filepath.Join(dir, filepath.FromSlash(name))
-		}
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			if name == "" {
-				continue
-			}
-			if files[name] {
-				return bad("entry %q: a directory where a file was", hdr.Name)
-			}
-			if err := os.MkdirAll(target, 0o755); err != nil {
-				return bad("entry %q: %v", hdr.Name, unwrapPath(err))
-			}
-		case tar.TypeReg:
-			if sparse(hdr) {
-				// A few bytes could stand for terabytes of holes.
-				return unsafe("a sparse file")
-			}
-			if name == "" {
-				return bad("entry %q: a file without a name", hdr.Name)
-			}
-			if files[name] {
-				return bad("entry %q: duplicate file", hdr.Name)
-			}
-			files[name] = true
-			if err := writeEntry(tr, target); err != nil {
-				var re *entryReadError
-				if errors.As(err, &re) {
-					return bad("entry %q: %v", hdr.Name, readError(re.err))
-				}
-				if conflict(err) {
-					return bad("entry %q: %v", hdr.Name, unwrapPath(err))
-				}
-				return fmt.Errorf("extracting %s: entry %q: %w", archive, hdr.Name, err)
-			}
-		case tar.TypeSymlink:
-			return unsafe(fmt.Sprintf("a symbolic link (to %q)", hdr.Linkname))
-		case tar.TypeLink:
-			return unsafe(fmt.Sprintf("a hard link (to %q)", hdr.Linkname))
-		case tar.TypeChar, tar.TypeBlock:
-			return unsafe("a device")
-		case tar.TypeFifo:
-			return unsafe("a fifo")
-		case tar.TypeXGlobalHeader:
-			// PAX global header (git archive writes one): no file.
-		default:
-			return unsafe(fmt.Sprintf("type %q is not a regular file or directory", hdr.Typeflag))
-		}
-	}
-	if zr != nil {
-		// Read to the end of the gzip stream, so that its checksum and
-		// length are checked.
-		if _, err := io.Copy(io.Discard, zr); err != nil {
-			return bad("%v", readError(err))
-		}
-	}
-	return nil
 }
 
 // sparse reports whether hdr is a GNU sparse file in PAX form, which the
@@ -319,55 +82,6 @@ func sparse(hdr *tar.Header) bool {
 		}
 	}
 	return false
-}
-
-// conflict reports whether err, from creating an entry, comes from the
-// archive's own tree (a file where a directory is, a name too long) rather
-// than from the local file system (no space, no permission).
-func conflict(err error) bool {
-	return errors.Is(err, fs.ErrExist) || errors.Is(err, syscall.ENOTDIR) ||
-		errors.Is(err, syscall.EISDIR) || errors.Is(err, syscall.ENAMETOOLONG) ||
-		errors.Is(err, syscall.EINVAL)
-}
-
-// entryReadError marks a failure to read an entry's content (as opposed to
-// writing it out).
-type entryReadError struct{ err error }
-
-func (e *entryReadError) Error() string { return e.err.Error() }
-func (e *entryReadError) Unwrap() error { return e.err }
-
-type readSide struct {
-	r   io.Reader
-	err error
-}
-
-func (r *readSide) Read(p []byte) (int, error) {
-	n, err := r.r.Read(p)
-	if err != nil && err != io.EOF {
-		r.err = err
-	}
-	return n, err
-}
-
-// writeEntry writes the current entry's content to a new file at target.
-func writeEntry(r io.Reader, target string) error {
-	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	rs := &readSide{r: r}
-	_, err = io.Copy(f, rs)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if rs.err != nil {
-		return &entryReadError{rs.err}
-	}
-	return err
 }
 
 // readError explains errors from reading a tar or gzip stream.
@@ -426,8 +140,10 @@ var epoch = time.Unix(0, 0).UTC()
 // WriteArchive writes a thick bundle archive to path: bundle.json with
 // exactly the bytes bundleJSON, and, when layoutDir is not "", the image
 // layout in layoutDir (its oci-layout, index.json and blobs; nothing else)
-// under artifacts/layout. The archive is deterministic: entries sorted by
-// name, all times the Unix epoch, uid and gid 0 without user or group
+// under artifacts/layout. The archive is deterministic: bundle.json, the
+// directories, oci-layout and index.json, then the blobs smallest first
+// (manifests and configs before the layers they describe, so that a reader
+// of the stream can plan before the layers go by) and by name; all times the Unix epoch, uid and gid 0 without user or group
 // names, mode 0644 for files and 0755 for directories, and a gzip header
 // without name or time; the same input gives the same bytes. It is written
 // to a temporary file in path's directory and renamed into place; on error
@@ -445,7 +161,9 @@ func WriteArchive(path string, bundleJSON []byte, layoutDir string) (err error) 
 		}
 		entries = append(entries, more...)
 	}
-	slices.SortFunc(entries, func(a, b archiveEntry) int { return strings.Compare(a.name, b.name) })
+	slices.SortFunc(entries, func(a, b archiveEntry) int {
+		return cmp.Or(cmp.Compare(entryRank(a), entryRank(b)), cmp.Compare(blobSize(a), blobSize(b)), strings.Compare(a.name, b.name))
+	})
 
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -483,6 +201,30 @@ func WriteArchive(path string, bundleJSON []byte, layoutDir string) (err error) 
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
+}
+
+// entryRank orders an archive's entries: bundle.json, directories,
+// oci-layout, index.json, blobs.
+func entryRank(e archiveEntry) int {
+	switch {
+	case e.name == BundleFile:
+		return 0
+	case e.dir:
+		return 1
+	case e.name == LayoutPath+"/"+ocispec.ImageLayoutFile:
+		return 2
+	case e.name == LayoutPath+"/"+ocispec.ImageIndexFile:
+		return 3
+	}
+	return 4
+}
+
+// blobSize is a blob's size, to put small blobs first; 0 for the others.
+func blobSize(e archiveEntry) int64 {
+	if entryRank(e) == 4 {
+		return e.size
+	}
+	return 0
 }
 
 func writeArchiveEntry(tw *tar.Writer, e archiveEntry) error {

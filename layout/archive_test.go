@@ -5,14 +5,20 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/opencontainers/go-digest"
 )
 
 const testBundle = "{\n  \"name\": \"app\",  \"invocationImages\": [{\"image\": \"registry.example.com/team/app:1.0\"}]\n}\n"
@@ -80,6 +86,7 @@ func TestWriteArchiveDeterministic(t *testing.T) {
 	}
 	tr := tar.NewReader(zr)
 	var names []string
+	var sizes []int64
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -89,6 +96,7 @@ func TestWriteArchiveDeterministic(t *testing.T) {
 			t.Fatal(err)
 		}
 		names = append(names, h.Name)
+		sizes = append(sizes, h.Size)
 		wantMode := int64(0o644)
 		if h.Typeflag == tar.TypeDir {
 			wantMode = 0o755
@@ -103,9 +111,27 @@ func TestWriteArchiveDeterministic(t *testing.T) {
 			}
 		}
 	}
+	// bundle.json, directories, oci-layout, index.json, then the blobs,
+	// smallest first, then by name.
+	rank := func(i int) int {
+		n := names[i]
+		switch {
+		case n == BundleFile:
+			return 0
+		case strings.HasSuffix(n, "/"):
+			return 1
+		case n == "artifacts/layout/oci-layout":
+			return 2
+		case n == "artifacts/layout/index.json":
+			return 3
+		}
+		return 4
+	}
 	for i := 1; i < len(names); i++ {
-		if names[i-1] >= names[i] {
-			t.Errorf("entries not sorted: %q before %q", names[i-1], names[i])
+		ok := rank(i-1) < rank(i) || rank(i-1) == rank(i) && (rank(i) < 4 && names[i-1] < names[i] ||
+			rank(i) == 4 && (sizes[i-1] < sizes[i] || sizes[i-1] == sizes[i] && names[i-1] < names[i]))
+		if !ok {
+			t.Errorf("entries out of order: %q (%d bytes) before %q (%d bytes)", names[i-1], sizes[i-1], names[i], sizes[i])
 		}
 	}
 	for _, want := range []string{"artifacts/layout/oci-layout", "artifacts/layout/index.json", "artifacts/layout/blobs/sha256/", BundleFile} {
@@ -137,58 +163,90 @@ func TestWriteArchiveErrorsLeaveNothing(t *testing.T) {
 	}
 }
 
-func TestReadArchiveRoundTrip(t *testing.T) {
+// streamAll streams every blob of a's layout, checked against its
+// size (its digest is in its name), and returns how many there were.
+func streamAll(t *testing.T, a *Archive) (int, error) {
+	t.Helper()
+	n := 0
+	err := a.Stream(context.Background(), func(d digest.Digest) bool { return true }, func(d digest.Digest, r io.Reader) error {
+		n++
+		data, err := io.ReadAll(r)
+		if err != nil {
+			return err
+		}
+		if got := digest.FromBytes(data); got != d {
+			return fmt.Errorf("%w: %s is %s", ErrDigestMismatch, d, got)
+		}
+		return nil
+	})
+	return n, err
+}
+
+func TestOpenArchiveRoundTrip(t *testing.T) {
 	tmp := setTempDir(t)
 	out := t.TempDir()
 	path := filepath.Join(out, "app.tgz")
-	if err := WriteArchive(path, []byte(testBundle), testLayout(t)); err != nil {
+	dir := testLayout(t)
+	if err := WriteArchive(path, []byte(testBundle), dir); err != nil {
 		t.Fatal(err)
 	}
 	if ok, err := IsArchive(path); !ok || err != nil {
 		t.Fatalf("IsArchive = %v, %v", ok, err)
 	}
-	th, err := ReadArchive(context.Background(), path)
+	a, err := OpenArchive(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(th.BundleJSON) != testBundle {
-		t.Fatalf("bundle.json = %q", th.BundleJSON)
+	if string(a.BundleJSON) != testBundle || a.RelocationMapping != nil {
+		t.Fatalf("bundle.json = %q, mapping %q", a.BundleJSON, a.RelocationMapping)
 	}
-	if th.Layout == nil {
+	if !a.HasLayout() {
 		t.Fatal("no layout")
 	}
-	if !strings.HasPrefix(th.Dir, tmp) {
-		t.Fatalf("extracted to %s, not under $TMPDIR %s", th.Dir, tmp)
-	}
 	for _, ref := range []string{"registry.example.com/team/app:1.0", "docker.io/library/postgres:16"} {
-		d, err := th.Layout.Find(ref, "")
+		d, err := a.Find(ref, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := readAll(t, th.Layout, d); err != nil {
+		// The manifest is held; its config and layer only stream.
+		rc, err := a.Fetch(context.Background(), d)
+		if err != nil {
 			t.Fatal(err)
 		}
+		data, err := io.ReadAll(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m ocispec.Manifest
+		json.Unmarshal(data, &m)
+		if _, err := a.Fetch(context.Background(), m.Layers[0]); !errors.Is(err, ErrStreamOnly) {
+			t.Errorf("fetching a layer: %v, want ErrStreamOnly", err)
+		}
 	}
-	if err := th.Close(); err != nil {
-		t.Fatal(err)
+	s, _ := Open(dir)
+	want := 0
+	filepath.WalkDir(filepath.Join(s.Dir(), "blobs"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			want++
+		}
+		return nil
+	})
+	if n, err := streamAll(t, a); err != nil || n != want {
+		t.Fatalf("streamed %d blobs, %v; want %d", n, err, want)
 	}
-	if err := th.Close(); err != nil {
-		t.Fatal(err)
-	}
+	// Read as a stream: nothing on disk.
 	assertEmpty(t, tmp)
 
-	// Without a layout.
-	if err := WriteArchive(path, []byte(testBundle), ""); err != nil {
-		t.Fatal(err)
-	}
-	th, err = ReadArchive(context.Background(), path)
+	// Without a layout; with porter's relocation mapping.
+	tgz := makeTar(t, true, file("bundle.json", testBundle), file("relocation-mapping.json", `{"a":"b"}`))
+	os.WriteFile(path, tgz, 0o644)
+	a, err = OpenArchive(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if th.Layout != nil || string(th.BundleJSON) != testBundle {
-		t.Fatalf("archive without layout: %+v", th)
+	if a.HasLayout() || string(a.BundleJSON) != testBundle || string(a.RelocationMapping) != `{"a":"b"}` {
+		t.Fatalf("archive without layout: %+v", a)
 	}
-	th.Close()
 	assertEmpty(t, tmp)
 }
 
@@ -229,7 +287,7 @@ func makeTar(t testing.TB, gz bool, entries ...entry) []byte {
 	return buf.Bytes()
 }
 
-func TestReadArchivePlainTar(t *testing.T) {
+func TestOpenArchivePlainTar(t *testing.T) {
 	tmp := setTempDir(t)
 	path := filepath.Join(t.TempDir(), "app.tar")
 	os.WriteFile(path, makeTar(t, false,
@@ -238,15 +296,13 @@ func TestReadArchivePlainTar(t *testing.T) {
 	if ok, _ := IsArchive(path); !ok {
 		t.Fatal("IsArchive(plain tar) = false")
 	}
-	th, err := ReadArchive(context.Background(), path)
+	a, err := OpenArchive(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer th.Close()
-	if string(th.BundleJSON) != testBundle || th.Layout != nil {
-		t.Fatalf("got %+v", th)
+	if string(a.BundleJSON) != testBundle || a.HasLayout() {
+		t.Fatalf("got %+v", a)
 	}
-	th.Close()
 	assertEmpty(t, tmp)
 }
 
@@ -281,7 +337,7 @@ func TestIsArchive(t *testing.T) {
 	}
 }
 
-func TestReadArchiveRejects(t *testing.T) {
+func TestOpenArchiveRejects(t *testing.T) {
 	valid, err := os.ReadFile(func() string {
 		p := filepath.Join(t.TempDir(), "v.tgz")
 		if err := WriteArchive(p, []byte(testBundle), testLayout(t)); err != nil {
@@ -327,9 +383,13 @@ func TestReadArchiveRejects(t *testing.T) {
 			if err := os.WriteFile(path, tc.data, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			th, err := ReadArchive(context.Background(), path)
+			// Found opening it, or, after the metadata, streaming it.
+			a, err := OpenArchive(context.Background(), path)
 			if err == nil {
-				th.Close()
+				_, err = streamAll(t, a)
+				a.Close()
+			}
+			if err == nil {
 				t.Fatal("no error")
 			}
 			if !errors.Is(err, ErrInvalidArchive) {
@@ -350,7 +410,7 @@ func TestReadArchiveRejects(t *testing.T) {
 	t.Run("missing file", func(t *testing.T) {
 		tmp := setTempDir(t)
 		path := filepath.Join(t.TempDir(), "missing.tgz")
-		_, err := ReadArchive(context.Background(), path)
+		_, err := OpenArchive(context.Background(), path)
 		if !errors.Is(err, ErrInvalidArchive) || !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), path) {
 			t.Fatalf("got %v", err)
 		}
@@ -362,14 +422,17 @@ func TestReadArchiveRejects(t *testing.T) {
 		os.WriteFile(path, valid, 0o644)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		if _, err := ReadArchive(ctx, path); !errors.Is(err, context.Canceled) {
+		if _, err := OpenArchive(ctx, path); !errors.Is(err, context.Canceled) {
 			t.Fatalf("got %v", err)
 		}
 		assertEmpty(t, tmp)
 	})
 }
 
-func TestReadArchiveCorruptBlob(t *testing.T) {
+// TestArchiveCorruptBlob: a small blob (a manifest) that does not match
+// its digest fails the first pass, naming the entry; a big one (a layer,
+// only streamed) fails the check of the one who streams it.
+func TestArchiveCorruptBlob(t *testing.T) {
 	tmp := setTempDir(t)
 	l := testLayout(t)
 	s, err := Open(l)
@@ -389,15 +452,28 @@ func TestReadArchiveCorruptBlob(t *testing.T) {
 	if err := WriteArchive(path, []byte(testBundle), l); err != nil {
 		t.Fatal(err)
 	}
-	th, err := ReadArchive(context.Background(), path)
+	_, err = OpenArchive(context.Background(), path)
+	if !errors.Is(err, ErrDigestMismatch) || !errors.Is(err, ErrInvalidArchive) || !strings.Contains(err.Error(), d.Digest.Encoded()) {
+		t.Fatalf("opening an archive with a corrupt manifest: %v, want a digest mismatch naming it", err)
+	}
+
+	// A layer bigger than what the first pass reads.
+	l2 := filepath.Join(t.TempDir(), "big")
+	s2, _ := Create(l2)
+	big := bytes.Repeat([]byte("layer"), (maxManifestSize/5)+10)
+	layer := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: digest.FromBytes(big), Size: int64(len(big))}
+	s2.WriteBlob(context.Background(), layer, bytes.NewReader(big))
+	s2.Save()
+	big[len(big)-1] ^= 1
+	os.WriteFile(filepath.Join(l2, "blobs", "sha256", layer.Digest.Encoded()), big, 0o644)
+	WriteArchive(path, []byte(testBundle), l2)
+	a, err := OpenArchive(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer th.Close()
-	if _, err := readAll(t, th.Layout, d); !errors.Is(err, ErrDigestMismatch) {
-		t.Fatalf("fetching a corrupt blob: %v, want a digest mismatch", err)
+	if _, err := streamAll(t, a); !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("streaming a corrupt layer: %v, want a digest mismatch", err)
 	}
-	th.Close()
 	assertEmpty(t, tmp)
 }
 

@@ -59,22 +59,32 @@ func Open(dir string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w %s: %v", ErrInvalidLayout, dir, err)
 	}
+	idx, err := parseIndex(data, indexPath)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{dir: dir, index: idx}, nil
+}
+
+// parseIndex parses and checks a layout's index.json; name names it in
+// errors.
+func parseIndex(data []byte, name string) (ocispec.Index, error) {
 	var idx ocispec.Index
 	if err := json.Unmarshal(data, &idx); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrInvalidLayout, indexPath, err)
+		return idx, fmt.Errorf("%w: %s: %v", ErrInvalidLayout, name, err)
 	}
 	if idx.SchemaVersion != 2 {
-		return nil, fmt.Errorf("%w: %s: schemaVersion is %d, want 2", ErrInvalidLayout, indexPath, idx.SchemaVersion)
+		return idx, fmt.Errorf("%w: %s: schemaVersion is %d, want 2", ErrInvalidLayout, name, idx.SchemaVersion)
 	}
 	for i, m := range idx.Manifests {
 		if err := m.Digest.Validate(); err != nil {
-			return nil, fmt.Errorf("%w: %s: manifests[%d]: digest %q: %v", ErrInvalidLayout, indexPath, i, m.Digest, err)
+			return idx, fmt.Errorf("%w: %s: manifests[%d]: digest %q: %v", ErrInvalidLayout, name, i, m.Digest, err)
 		}
 		if m.Size < 0 {
-			return nil, fmt.Errorf("%w: %s: manifests[%d]: negative size %d", ErrInvalidLayout, indexPath, i, m.Size)
+			return idx, fmt.Errorf("%w: %s: manifests[%d]: negative size %d", ErrInvalidLayout, name, i, m.Size)
 		}
 	}
-	return &Store{dir: dir, index: idx}, nil
+	return idx, nil
 }
 
 // readSmall reads a file of at most maxIndexSize bytes.
@@ -197,7 +207,11 @@ func (s *Store) Index() ocispec.Index {
 // matching at the best level is an error wrapping ErrAmbiguous; no match is
 // an error wrapping ErrNotFound. Both name ref.
 func (s *Store) Find(ref string, dgst digest.Digest) (ocispec.Descriptor, error) {
-	entries := s.Index().Manifests
+	return find(s.Index().Manifests, ref, dgst)
+}
+
+// find is Find over the entries of an index.
+func find(entries []ocispec.Descriptor, ref string, dgst digest.Digest) (ocispec.Descriptor, error) {
 	m := newMatcher(ref)
 	if dgst != "" {
 		best, bestRank := -1, -1

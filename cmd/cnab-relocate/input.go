@@ -49,15 +49,14 @@ func loadInput(ctx context.Context, path, mappingFile string, client func() (*fi
 		}
 		in.mappingName = "the relocation map of " + path
 	case err == nil && thick:
-		b, th, err := fixup.LoadArchive(ctx, path)
+		b, a, err := fixup.LoadArchive(ctx, path)
 		if err != nil {
 			return nil, err
 		}
-		in.bundle, in.close = b, func() { th.Close() }
-		in.source = fixup.LayoutSource{Store: th.Layout, Path: path}
-		if th.RelocationMapping != nil {
+		in.bundle, in.source, in.close = b, fixup.ArchiveSource{Archive: a}, func() { a.Close() }
+		if a.RelocationMapping != nil {
 			in.mappingName = path + ": " + layout.MappingFile
-			if in.mapping, err = fixup.ParseRelocationMapping(th.RelocationMapping); err != nil {
+			if in.mapping, err = fixup.ParseRelocationMapping(a.RelocationMapping); err != nil {
 				in.close()
 				return nil, fmt.Errorf("%s: %w", in.mappingName, err)
 			}

@@ -11,6 +11,9 @@
 //   - cnab-relocate warm: the same command again (everything is there);
 //   - cnab-relocate same-registry: source and target on one registry, where
 //     every blob can be mounted and none uploaded;
+//   - cnab-relocate export (once) and thick cold: the bundle exported to a
+//     thick archive, then the archive relocated into an empty registry,
+//     its TMPDIR watched for the peak temporary disk;
 //   - crane copy, once per image with the same one-to-one target names
 //     (relocator.OneToOne), cold, warm and same-registry: the baseline.
 //
@@ -121,9 +124,13 @@ const (
 	craneSame = "crane copy loop same-registry"
 	cnabBig   = "cnab-relocate, one 1 GiB-layer image"
 	craneBig  = "crane copy, one 1 GiB-layer image"
+	// The thick bundle: export the bundle to an archive (once), then
+	// fixup of the archive into an empty registry (each run).
+	cnabExport = "cnab-relocate export (archive)"
+	cnabThick  = "cnab-relocate thick cold (archive)"
 )
 
-var order = []string{cnabCold, cnabWarm, cnabSame, craneCold, craneWarm, craneSame, cnabBig, craneBig}
+var order = []string{cnabCold, cnabWarm, cnabSame, cnabExport, cnabThick, craneCold, craneWarm, craneSame, cnabBig, craneBig}
 
 type results struct {
 	cfg      config
@@ -132,7 +139,9 @@ type results struct {
 	seeding  time.Duration
 	cases    map[string][]measure
 	bigBytes int64
-	total    time.Duration
+	// archiveBytes is the size of the exported thick bundle.
+	archiveBytes int64
+	total        time.Duration
 }
 
 func run(ctx context.Context, cfg config) error {
@@ -218,7 +227,7 @@ func run(ctx context.Context, cfg config) error {
 				mapping := filepath.Join(dir, fmt.Sprintf("mapping-%d.json", r))
 				for _, name := range []string{cnabCold, cnabWarm} {
 					m, err := observe(src, tgt, func() (measure, error) {
-						return relocate(ctx, environ, cfg.bin, sc.bundlePath, prefix, mapping, cfg.jobs)
+						return relocate(ctx, environ, cfg.bin, sc.bundlePath, prefix, mapping, cfg.jobs, "")
 					})
 					if err != nil {
 						return fmt.Errorf("%s: %w", name, err)
@@ -255,7 +264,7 @@ func run(ctx context.Context, cfg config) error {
 		cnabSameCase := func() error {
 			prefix := fmt.Sprintf("%s/same-%d", src.host, r)
 			m, err := observe(src, nil, func() (measure, error) {
-				return relocate(ctx, environ, cfg.bin, sc.bundlePath, prefix, filepath.Join(dir, fmt.Sprintf("same-%d.json", r)), cfg.jobs)
+				return relocate(ctx, environ, cfg.bin, sc.bundlePath, prefix, filepath.Join(dir, fmt.Sprintf("same-%d.json", r)), cfg.jobs, "")
 			})
 			if err != nil {
 				return fmt.Errorf("%s: %w", cnabSame, err)
@@ -277,14 +286,55 @@ func run(ctx context.Context, cfg config) error {
 			record(craneSame, r, m)
 			return nil
 		}
+		// The thick bundle: the archive is made once; each run relocates
+		// it into a fresh registry, right after the thin cold case, whose
+		// wall time it is compared with. Its temporary disk is watched.
+		archive := filepath.Join(dir, "bench.tgz")
+		thickCase := func() error {
+			if r == 0 {
+				m, err := observe(src, nil, func() (measure, error) {
+					return export(ctx, environ, cfg.bin, sc.bundlePath, archive, cfg.jobs)
+				})
+				if err != nil {
+					return fmt.Errorf("%s: %w", cnabExport, err)
+				}
+				record(cnabExport, r, m)
+				if st, err := os.Stat(archive); err == nil {
+					res.archiveBytes = st.Size()
+				}
+			}
+			return withTarget(ctx, cfg.latency, func(tgt *endpoint) error {
+				prefix := tgt.host + "/bench"
+				tgts, err := targets(prefix, sc.refs)
+				if err != nil {
+					return err
+				}
+				mapping := filepath.Join(dir, fmt.Sprintf("thick-%d.json", r))
+				tmp := filepath.Join(dir, fmt.Sprintf("tmp-%d", r))
+				if err := os.Mkdir(tmp, 0o755); err != nil {
+					return err
+				}
+				m, err := observe(src, tgt, func() (measure, error) {
+					return relocate(ctx, withTMPDIR(environ, tmp), cfg.bin, archive, prefix, mapping, cfg.jobs, tmp)
+				})
+				if err != nil {
+					return fmt.Errorf("%s: %w", cnabThick, err)
+				}
+				record(cnabThick, r, m)
+				if err := checkMapping(mapping, sc.refs, tgts); err != nil {
+					return err
+				}
+				return checkTargets(ctx, tgt.reg, tgts, sc.images)
+			})
+		}
 		// Every other run starts with crane, so that neither tool always
 		// goes first after seeding or after the other.
-		steps := []func() error{cnabCases, craneCases, cnabSameCase, craneSameCase}
+		steps := []func() error{cnabCases, thickCase, craneCases, cnabSameCase, craneSameCase}
 		if r%2 == 1 {
-			steps = []func() error{craneCases, cnabCases, craneSameCase, cnabSameCase}
+			steps = []func() error{craneCases, cnabCases, thickCase, craneSameCase, cnabSameCase}
 		}
 		if cfg.noCrane {
-			steps = []func() error{cnabCases, cnabSameCase}
+			steps = []func() error{cnabCases, thickCase, cnabSameCase}
 		}
 		for _, step := range steps {
 			if err := step(); err != nil {
@@ -336,7 +386,7 @@ func bigCheck(ctx context.Context, cfg config, environ []string, dir string, src
 				if name == craneBig {
 					return craneLoop(ctx, environ, cfg.crane, refs, tgts, cfg.craneJobs)
 				}
-				return relocate(ctx, environ, cfg.bin, bundle, prefix, filepath.Join(dir, "big-mapping.json"), cfg.jobs)
+				return relocate(ctx, environ, cfg.bin, bundle, prefix, filepath.Join(dir, "big-mapping.json"), cfg.jobs, "")
 			})
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)

@@ -5,11 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/distribution/reference"
@@ -29,6 +32,7 @@ type measure struct {
 	// proxies).
 	srcCPU, tgtCPU, proxyCPU time.Duration
 	rss                      int64 // peak RSS of the client process (the largest, for a loop), bytes
+	tmpPeak                  int64 // peak bytes in the client's TMPDIR, when watched (-1: not watched)
 	uploaded                 int64 // request body bytes sent to blob upload URLs, all proxies
 	src, tgt                 map[string]int
 	srcReqs                  []string
@@ -186,13 +190,19 @@ func proc(ctx context.Context, environ []string, bin string, args ...string) (m 
 	return m, out.Bytes(), nil
 }
 
-// relocate runs cnab-relocate fixup on bundle into prefix.
-func relocate(ctx context.Context, environ []string, bin, bundle, prefix, mappingFile string, jobs int) (measure, error) {
+// relocate runs cnab-relocate fixup on bundle into prefix. With tmp not
+// "", the client's TMPDIR (tmp) is watched and its peak size reported.
+func relocate(ctx context.Context, environ []string, bin, bundle, prefix, mappingFile string, jobs int, tmp string) (measure, error) {
 	args := []string{"fixup", bundle, "--repository-prefix", prefix, "--relocation-mapping", mappingFile, "--output", "json", "--quiet"}
 	if jobs > 0 {
 		args = append(args, "--jobs", strconv.Itoa(jobs))
 	}
+	stopWatch := func() int64 { return -1 }
+	if tmp != "" {
+		stopWatch = watchDir(tmp)
+	}
 	m, out, err := proc(ctx, environ, bin, args...)
+	m.tmpPeak = stopWatch()
 	if err != nil {
 		return m, err
 	}
@@ -205,6 +215,68 @@ func relocate(ctx context.Context, environ []string, bin, bundle, prefix, mappin
 	}
 	m.report = &r
 	return m, nil
+}
+
+// export runs cnab-relocate export of bundle to archive.
+func export(ctx context.Context, environ []string, bin, bundle, archive string, jobs int) (measure, error) {
+	args := []string{"export", bundle, "--output", archive, "--quiet"}
+	if jobs > 0 {
+		args = append(args, "--jobs", strconv.Itoa(jobs))
+	}
+	m, _, err := proc(ctx, environ, bin, args...)
+	m.tmpPeak = -1
+	return m, err
+}
+
+// withTMPDIR is environ with TMPDIR set to dir.
+func withTMPDIR(environ []string, dir string) []string {
+	out := make([]string, 0, len(environ)+1)
+	for _, kv := range environ {
+		if !strings.HasPrefix(kv, "TMPDIR=") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, "TMPDIR="+dir)
+}
+
+// watchDir polls the total size of the files under dir every 10 ms until
+// stop is called, and stop returns the largest it saw.
+func watchDir(dir string) (stop func() int64) {
+	var peak atomic.Int64
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	sample := func() {
+		var n int64
+		filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				if info, err := d.Info(); err == nil {
+					n += info.Size()
+				}
+			}
+			return nil
+		})
+		if n > peak.Load() {
+			peak.Store(n)
+		}
+	}
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			sample()
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() int64 {
+		close(done)
+		<-finished
+		return peak.Load()
+	}
 }
 
 // craneLoop runs `crane copy` once per image, one after the other, as a
