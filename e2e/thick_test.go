@@ -9,9 +9,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/opencontainers/go-digest"
 )
 
 // Export a thin bundle to a thick archive, then relocate the archive with
@@ -243,4 +246,84 @@ func tarFile(t *testing.T, archive, name string) []byte {
 			return data
 		}
 	}
+}
+
+// TestThickInterruptAndRerun: fixup of an archive streams it, writing
+// nothing to TMPDIR; SIGINT in the middle stops it promptly with nothing
+// written; the rerun skips what the target has and completes.
+func TestThickInterruptAndRerun(t *testing.T) {
+	src := registrytest.Start(t, registrytest.Options{})
+	dst := registrytest.Start(t, registrytest.Options{})
+	f := seed(t, src)
+	dir := t.TempDir()
+	bundlePath := filepath.Join(dir, "bundle.json")
+	writeJSON(t, bundlePath, f.bundle)
+	archive := filepath.Join(dir, "app.tgz")
+	if r := cli(t, nil, "export", bundlePath, "--output", archive); r.code != 0 {
+		t.Fatalf("export exited %d", r.code)
+	}
+	src.Close()
+	// A slow target, so that the signal lands in the middle.
+	slow := registrytest.NewProxy(dst, registrytest.ProxyOptions{Faults: registrytest.FaultOptions{Rules: []registrytest.FaultRule{
+		{Match: registrytest.MatchKind("PUT blob"), Fault: registrytest.Fault{Kind: registrytest.FaultDelay, Delay: 300 * time.Millisecond}},
+	}}})
+	defer slow.Close()
+	out := t.TempDir()
+	tmp := t.TempDir()
+	args := []string{"fixup", archive, "--repository-prefix", slow.Host + "/team", "--relocation-mapping", filepath.Join(out, "map.json"), "--jobs", "2"}
+	var total int64
+	seen := map[digest.Digest]bool{}
+	for _, k := range imageKeys {
+		for _, b := range f.images[k].Blobs {
+			if !seen[b.Digest] {
+				seen[b.Digest] = true
+				total += b.Size
+			}
+		}
+	}
+	p := exec.Command(binary, args...)
+	var stderr bytes.Buffer
+	p.Stderr = &stderr
+	p.Env = append(os.Environ(), "DOCKER_CONFIG="+t.TempDir(), "TMPDIR="+tmp)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Wait() }()
+	pollUntil(t, 20*time.Second, "a third of the bytes uploaded", func() bool { return slow.BytesUploaded() >= total/3 })
+	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+		t.Errorf("TMPDIR holds %v while the archive is relocated: it should be read as a stream", ents)
+	}
+	sent := time.Now()
+	if err := p.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		p.Process.Kill()
+		t.Fatal("did not stop within 10s of SIGINT")
+	}
+	took := time.Since(sent)
+	t.Logf("exit %d after %v\n%s", p.ProcessState.ExitCode(), took, stderr.String())
+	if took > 2*time.Second || p.ProcessState.ExitCode() != 1 || !strings.Contains(stderr.String(), "interrupted") {
+		t.Errorf("SIGINT: exit %d after %v; want 1 within 2s, saying it was interrupted", p.ProcessState.ExitCode(), took)
+	}
+	if got := dirEntries(t, out); len(got) != 0 {
+		t.Errorf("written after the interruption: %v", got)
+	}
+	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+		t.Errorf("TMPDIR holds %v after the interruption", ents)
+	}
+
+	before := slow.BytesUploaded()
+	if r := cli(t, []string{"TMPDIR=" + tmp}, args...); r.code != 0 {
+		t.Fatalf("rerun exited %d", r.code)
+	}
+	rerun := slow.BytesUploaded() - before
+	t.Logf("the rerun uploaded %d bytes of %d", rerun, total)
+	if rerun > total*9/10 {
+		t.Errorf("the rerun uploaded %d bytes, want at most 90%% of %d (what the target has is skipped)", rerun, total)
+	}
+	checkRelocated(t, f, dst, filepath.Join(out, "map.json"), f.refs)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/cnabio/cnab-relocate/layout"
 	"github.com/cnabio/cnab-relocate/relocator"
 	"github.com/cnabio/cnab-relocate/resolver"
 )
@@ -204,5 +205,44 @@ func TestRelocateArchiveCorruptLayer(t *testing.T) {
 	repo := strings.TrimPrefix(strings.SplitN(res.Images[0].Target, ":", 2)[0], dst.Host+"/")
 	if _, err := dst.Client().HeadManifest(ctx, repo, "1"); err == nil {
 		t.Errorf("the failed image is tagged in %s", repo)
+	}
+}
+
+// TestRelocateArchiveTruncated: an archive cut short after its metadata
+// opens, then fails when its layers stream: every image it feeds fails,
+// as bad input naming the archive, and none is tagged in the target.
+func TestRelocateArchiveTruncated(t *testing.T) {
+	archive, _, imgs, _ := streamFixture(t)
+	ctx := context.Background()
+	data, err := os.ReadFile(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := filepath.Join(t.TempDir(), "cut.tgz")
+	if err := os.WriteFile(cut, data[:len(data)*3/4], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, a, err := LoadArchive(ctx, cut)
+	if err != nil {
+		t.Fatalf("the metadata comes first, the archive opens: %v", err)
+	}
+	defer a.Close()
+	dst := registrytest.StartMemory(false)
+	defer dst.Close()
+	m, _ := relocator.New(relocator.OneToOne, dst.Host+"/team")
+	res, err := Relocate(ctx, b, Options{Mapping: m, Source: ArchiveSource{Archive: a}, ClientOptions: ClientOptions{
+		ResolverOptions: resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-"},
+	}})
+	if !errors.Is(err, ErrInvalidInput) || !errors.Is(err, layout.ErrInvalidArchive) || !strings.Contains(err.Error(), cut) || !strings.Contains(err.Error(), "truncated") {
+		t.Fatalf("got %v, want bad input naming the truncated archive", err)
+	}
+	for i, r := range res.Images {
+		if r.Err == nil {
+			t.Errorf("%s relocated from a truncated archive", r.Source)
+		}
+		repo := strings.TrimPrefix(strings.SplitN(r.Target, ":", 3)[1], strings.Split(dst.Host, ":")[1]+"/")
+		if _, err := dst.Client().HeadManifest(ctx, repo, imgs[i].Tag); err == nil {
+			t.Errorf("%s is tagged in the target", r.Source)
+		}
 	}
 }
