@@ -246,3 +246,47 @@ func TestRelocateArchiveTruncated(t *testing.T) {
 		}
 	}
 }
+
+// TestRelocatePlainTarArchive: an archive that is a plain tar (not
+// gzipped) streams the same.
+func TestRelocatePlainTarArchive(t *testing.T) {
+	archive, _, imgs, _ := streamFixture(t)
+	ctx := context.Background()
+	in, err := os.Open(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	zr, err := gzip.NewReader(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := filepath.Join(t.TempDir(), "app.tar")
+	out, err := os.Create(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, zr); err != nil {
+		t.Fatal(err)
+	}
+	out.Close()
+	b, a, err := LoadArchive(ctx, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	dst := registrytest.StartMemory(false)
+	defer dst.Close()
+	m, _ := relocator.New(relocator.OneToOne, dst.Host+"/team")
+	res, err := Relocate(ctx, b, Options{Mapping: m, Source: ArchiveSource{Archive: a}, ClientOptions: ClientOptions{
+		ResolverOptions: resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, img := range imgs {
+		if res.Images[i].Digest != img.Root.Digest {
+			t.Errorf("%s: %s, want %s", res.Images[i].Source, res.Images[i].Digest, img.Root.Digest)
+		}
+	}
+}
