@@ -439,3 +439,42 @@ func TestRedirectCredentials(t *testing.T) {
 		t.Error("each registry should have received its own credentials")
 	}
 }
+
+// TestDebugFlag: --debug shows each request to the registries and its
+// answer on stderr, for fixup, export and verify, and never a credential.
+func TestDebugFlag(t *testing.T) {
+	const user, pass = "dbg-user", "dbg-pass-K2v"
+	src := registrytest.Start(t, registrytest.Options{TLS: true, Htpasswd: map[string]string{user: pass}})
+	f := seed(t, src)
+	dir := t.TempDir()
+	bundlePath := filepath.Join(dir, "bundle.json")
+	writeJSON(t, bundlePath, f.bundle)
+	env := []string{dockerConfig(t, map[string]any{"auths": map[string]any{src.Host: login(user, pass)}})}
+	ca := []string{"--ca-cert", src.CAFile, "--debug"}
+	mapPath := filepath.Join(dir, "m.json")
+	for name, args := range map[string][]string{
+		"fixup":  append([]string{"fixup", bundlePath, "--repository-prefix", src.Host + "/dbg", "--relocation-mapping", mapPath}, ca...),
+		"export": append([]string{"export", bundlePath, "--output", filepath.Join(dir, "a.tgz")}, ca...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := cli(t, env, args...)
+			if r.code != 0 {
+				t.Fatalf("exited %d", r.code)
+			}
+			for _, want := range []string{"msg=request", "method=HEAD", "method=GET", "status=401", "status=200", "digest=sha256:", "took="} {
+				if !strings.Contains(r.stderr, want) {
+					t.Errorf("--debug does not show %s", want)
+				}
+			}
+			for _, secret := range []string{pass, base64.StdEncoding.EncodeToString([]byte(user + ":" + pass)), "Authorization"} {
+				if strings.Contains(r.stdout+r.stderr, secret) {
+					t.Errorf("--debug shows a secret: %q", secret)
+				}
+			}
+		})
+	}
+	r := cli(t, env, append([]string{"verify", bundlePath, "--relocation-mapping", mapPath}, ca...)...)
+	if r.code != 0 || !strings.Contains(r.stderr, "method=HEAD") || strings.Contains(r.stderr, pass) {
+		t.Errorf("verify --debug: exit %d, stderr %q", r.code, r.stderr)
+	}
+}

@@ -52,7 +52,10 @@ type Options struct {
 	Transport http.RoundTripper
 	// UserAgent is sent with every request. Default: "cnab-relocate".
 	UserAgent string
-	// Logger receives debug records about retries; discards by default.
+	// Logger receives debug records about retries and, when it takes
+	// debug records, one per request sent and its answer (method, URL,
+	// status, the registry's error code and message, Docker-Content-Digest,
+	// redirects, time taken; never a credential). Discards by default.
 	Logger *slog.Logger
 }
 
@@ -212,6 +215,10 @@ func (h *hosts) transport(host string) http.RoundTripper {
 	}
 	insecure := h.isInsecure(host)
 	rt := h.baseTransport(host, insecure)
+	if debugging(h.logger) {
+		// Inside the HTTP fallback: each scheme tried shows.
+		rt = debugTransport{next: rt, logger: h.logger}
+	}
 	if insecure || docker.IsLocalhost(host) {
 		rt = docker.NewHTTPFallback(rt)
 	}

@@ -61,6 +61,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if done, code := parse(fs, args, stdout, stderr, exportHelp); done {
 		return code
 	}
+	reg.setOutput(stderr)
 	if fs.NArg() != 1 {
 		return usageError(stderr, "export", "want exactly one BUNDLE argument, got %d", fs.NArg())
 	}

@@ -110,6 +110,7 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if done, code := parse(fs, args, stdout, stderr, fixupHelp); done {
 		return code
 	}
+	f.registry.setOutput(stderr)
 	if fs.NArg() != 1 {
 		return usageError(stderr, "fixup", "want exactly one BUNDLE argument, got %d", fs.NArg())
 	}

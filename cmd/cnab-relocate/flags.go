@@ -1,6 +1,9 @@
 package main
 
 import (
+	"io"
+	"log/slog"
+
 	"github.com/spf13/pflag"
 
 	"github.com/cnabio/cnab-relocate/fixup"
@@ -13,6 +16,9 @@ type registryFlags struct {
 	caCerts   []string
 	configDir string
 	retries   int
+	debug     bool
+	// logger, set by setOutput, takes the debug records with --debug.
+	logger *slog.Logger
 }
 
 func (r *registryFlags) add(fs *pflag.FlagSet) {
@@ -20,6 +26,14 @@ func (r *registryFlags) add(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&r.caCerts, "ca-cert", nil, "trust the CA certificates in this PEM `FILE` too (repeatable)")
 	fs.StringVar(&r.configDir, "docker-config", "", "docker CLI configuration `DIR` for credentials (default $DOCKER_CONFIG or ~/.docker)")
 	fs.IntVar(&r.retries, "retries", 4, "retries of a failed request or blob transfer, with exponential backoff")
+	fs.BoolVar(&r.debug, "debug", false, "print each request to a registry and its answer on stderr (never a credential)")
+}
+
+// setOutput directs the --debug records to stderr.
+func (r *registryFlags) setOutput(stderr io.Writer) {
+	if r.debug {
+		r.logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 }
 
 func (r *registryFlags) resolverOptions() resolver.Options {
@@ -28,6 +42,7 @@ func (r *registryFlags) resolverOptions() resolver.Options {
 		CACerts:   r.caCerts,
 		Insecure:  r.insecure,
 		Retries:   &r.retries,
+		Logger:    r.logger,
 	}
 }
 
@@ -39,6 +54,7 @@ func (r *registryFlags) client(jobs int, refs fixup.ReferrerOptions, onEvent fun
 		Retries:         &r.retries,
 		Referrers:       refs,
 		OnEvent:         onEvent,
+		Logger:          r.logger,
 	}
 }
 

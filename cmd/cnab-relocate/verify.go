@@ -47,6 +47,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if done, code := parse(fs, args, stdout, stderr, verifyHelp); done {
 		return code
 	}
+	reg.setOutput(stderr)
 	if fs.NArg() != 1 {
 		return usageError(stderr, "verify", "want exactly one BUNDLE argument, got %d", fs.NArg())
 	}
