@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -226,7 +227,7 @@ func (e *engine) plan(ctx context.Context, j *job) error {
 		return e.sourceErr(j, "fetching", err)
 	}
 	j.fetch = f
-	gr, err := walkRetries(ctx, f, root, e.policy)
+	gr, err := walkRetries(ctx, f, root, e.policy, e.c.opts.IncludeNonDistributable)
 	if err != nil {
 		return e.sourceErr(j, "reading the image", err)
 	}
@@ -266,7 +267,7 @@ func (e *engine) findReferrers(ctx context.Context, j *job, g *graph) ([]referre
 		return nil, false, nil
 	}
 	fetch := func(d ocispec.Descriptor) (*graph, error) {
-		return walkRetries(ctx, j.fetch, d, e.policy)
+		return walkRetries(ctx, j.fetch, d, e.policy, e.c.opts.IncludeNonDistributable)
 	}
 	refs, err := findReferrers(ctx, rs, j.img, fetch, g, opts)
 	if errors.Is(err, errNoReferrerListing) {
@@ -555,13 +556,47 @@ func (e *engine) putManifest(ctx context.Context, j *job, n node, tag string, ro
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return e.targetErr(j, "pushing "+what, err)
+		return e.targetErr(j, "pushing "+what, e.foreignErr(n, err))
 	}
 	if pushed {
 		e.emit(Event{Kind: ManifestPushed, Image: j.img.Ref, Target: e.dst.display(j), Digest: n.desc.Digest, Size: n.desc.Size})
 	}
 	return nil
 }
+
+// foreignErr explains a target's refusal of a manifest with
+// non-distributable layers (foreign layers, layers with URLs): they were
+// not copied, or the target refuses layer URLs. Other errors, and
+// manifests without such layers, are returned as they are.
+func (e *engine) foreignErr(n node, err error) error {
+	layers := n.foreign
+	if e.c.opts.IncludeNonDistributable {
+		layers = nil
+		var m ocispec.Manifest
+		if json.Unmarshal(n.data, &m) == nil {
+			for _, l := range m.Layers {
+				if nonDistributable(l) || len(l.URLs) > 0 {
+					layers = append(layers, l)
+				}
+			}
+		}
+	}
+	if len(layers) == 0 || errors.Is(err, ErrAuthentication) || errors.Is(err, ErrSource) {
+		return err
+	}
+	l := layers[0]
+	why := "it was not copied (non-distributable layers are not, unless asked for)"
+	if e.c.opts.IncludeNonDistributable {
+		why = "it was copied, and the target refuses manifests whose layers carry URLs"
+	}
+	return &foreignError{err: fmt.Errorf("manifest %s has %d non-distributable layer(s), the first %s (%s, URLs %v): %s: %w", n.desc.Digest, len(layers), l.Digest, l.MediaType, l.URLs, why, err)}
+}
+
+// foreignError matches ErrNonDistributable and what it wraps.
+type foreignError struct{ err error }
+
+func (e *foreignError) Error() string   { return e.err.Error() }
+func (e *foreignError) Unwrap() []error { return []error{ErrNonDistributable, e.err} }
 
 // sourceReader says which side failed: its read errors (but io.EOF) are
 // source errors.
@@ -651,7 +686,14 @@ func retryable(err error) bool {
 	}
 	var se *resolver.StatusError
 	if errors.As(err, &se) {
-		return true // 408, 429 or 5xx of a request the transport could not replay
+		// 408, 429 or 5xx of a request the transport could not replay;
+		// but a 5xx whose error code says why is an answer, not a hiccup.
+		switch se.Code {
+		case "MANIFEST_BLOB_UNKNOWN", "MANIFEST_INVALID", "MANIFEST_UNVERIFIED", "BLOB_UNKNOWN",
+			"NAME_INVALID", "TAG_INVALID", "DIGEST_INVALID", "SIZE_INVALID", "DENIED", "UNSUPPORTED":
+			return false
+		}
+		return true
 	}
 	var us remoteserrors.ErrUnexpectedStatus
 	if errors.As(err, &us) {

@@ -2,7 +2,6 @@ package fixup
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"regexp"
 	"slices"
@@ -13,6 +12,7 @@ import (
 	"github.com/containerd/containerd/remotes/docker"
 	remoteserrors "github.com/containerd/containerd/remotes/errors"
 
+	"github.com/cnabio/cnab-relocate/internal/errbody"
 	"github.com/cnabio/cnab-relocate/internal/retry"
 	"github.com/cnabio/cnab-relocate/layout"
 	"github.com/cnabio/cnab-relocate/resolver"
@@ -54,6 +54,11 @@ var (
 	// ErrAuthentication is matched by a registry's refusal of the
 	// credentials, or of their absence. It is resolver.ErrAuthentication.
 	ErrAuthentication = resolver.ErrAuthentication
+	// ErrNonDistributable is matched by the refusal of a manifest whose
+	// non-distributable (foreign) layers were not copied
+	// (ClientOptions.IncludeNonDistributable copies them), or by a target
+	// that refuses layer URLs.
+	ErrNonDistributable = errors.New("non-distributable layers")
 	// ErrUnsupportedResolver is returned by NewClient for a resolver the
 	// engine cannot push with.
 	ErrUnsupportedResolver = errors.New("unsupported resolver")
@@ -103,9 +108,9 @@ func registryError(host string, err error) error {
 	switch {
 	case errors.As(err, &us):
 		re.StatusCode = us.StatusCode
-		re.Code, re.Message = errorBody(us.Body)
+		re.Code, re.Message, _ = errbody.Parse(us.Body)
 	case errors.As(err, &se):
-		re.StatusCode = se.StatusCode
+		re.StatusCode, re.Code, re.Message = se.StatusCode, se.Code, se.Message
 	case errors.As(err, &de):
 		re.Code, re.Message = de.Code.Descriptor().Value, de.Message
 	}
@@ -123,21 +128,6 @@ func registryError(host string, err error) error {
 		re.kinds = append(re.kinds, ErrAuthentication)
 	}
 	return re
-}
-
-// errorBody returns the first error code and message of a registry's
-// error body ({"errors":[{"code":...,"message":...}]}).
-func errorBody(body []byte) (code, message string) {
-	var b struct {
-		Errors []struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"errors"`
-	}
-	if json.Unmarshal(body, &b) != nil || len(b.Errors) == 0 {
-		return "", ""
-	}
-	return b.Errors[0].Code, b.Errors[0].Message
 }
 
 // inputError wraps err so that it matches ErrInvalidInput as well as its own

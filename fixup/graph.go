@@ -25,6 +25,9 @@ const maxManifestSize = 4 << 20
 type node struct {
 	desc ocispec.Descriptor
 	data []byte
+	// foreign are its non-distributable layers (foreign layers, layers
+	// with URLs) that are not copied.
+	foreign []ocispec.Descriptor
 }
 
 // graph is an image's content: manifests in push order (children before
@@ -73,11 +76,14 @@ func nonDistributable(d ocispec.Descriptor) bool {
 // fetch fails transiently (a connection reset in the middle of its body)
 // is fetched again, at most DefaultRetries times.
 func walk(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor) (*graph, error) {
-	return walkRetries(ctx, f, root, retry.Policy{Retries: DefaultRetries, Retryable: retryable, Wait: retryWait})
+	return walkRetries(ctx, f, root, retry.Policy{Retries: DefaultRetries, Retryable: retryable, Wait: retryWait}, false)
 }
 
 // walkRetries is walk with the retries of p.
-func walkRetries(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor, p retry.Policy) (*graph, error) {
+// With withForeign, non-distributable layers are blobs to copy like the
+// others (fetched by digest, never from their URLs); else they are left
+// out, and noted on their manifest's node.
+func walkRetries(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor, p retry.Policy, withForeign bool) (*graph, error) {
 	g := &graph{}
 	seenManifest := map[digest.Digest]bool{}
 	seenBlob := map[digest.Digest]bool{}
@@ -105,6 +111,7 @@ func walkRetries(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor
 		if desc.MediaType == "" || !isManifest(desc.MediaType) {
 			desc.MediaType = sniffMediaType(data, desc.MediaType)
 		}
+		var foreign []ocispec.Descriptor
 		children, err := successors(desc, data)
 		if err != nil {
 			return err
@@ -116,7 +123,11 @@ func walkRetries(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor
 				}
 				continue
 			}
-			if nonDistributable(c) || len(c.URLs) > 0 || seenBlob[c.Digest] {
+			if (nonDistributable(c) || len(c.URLs) > 0) && !withForeign {
+				foreign = append(foreign, c)
+				continue
+			}
+			if seenBlob[c.Digest] {
 				continue
 			}
 			if err := c.Digest.Validate(); err != nil {
@@ -125,7 +136,7 @@ func walkRetries(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor
 			seenBlob[c.Digest] = true
 			g.blobs = append(g.blobs, ocispec.Descriptor{MediaType: c.MediaType, Digest: c.Digest, Size: c.Size})
 		}
-		g.manifests = append(g.manifests, node{desc: ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}, data: data})
+		g.manifests = append(g.manifests, node{desc: ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}, data: data, foreign: foreign})
 		return nil
 	}
 	if err := visit(root, 0); err != nil {

@@ -45,6 +45,14 @@ type ClientOptions struct {
 	// copied with each image into its target. The zero value copies them
 	// all and fails an image whose referrers cannot be copied.
 	Referrers ReferrerOptions
+	// IncludeNonDistributable copies non-distributable (foreign) layers,
+	// as older Windows images have, like the others: from the source
+	// registry or layout, never from their URLs, manifests unchanged, so
+	// that an air-gapped site can pull them. The target must accept
+	// layers with URLs (distribution: validation.manifests.urls.allow).
+	// By default they are left out, and a target that wants them refuses
+	// the manifest (ErrNonDistributable).
+	IncludeNonDistributable bool
 	// OnEvent receives progress events. Calls are serialised; the function
 	// must not block for long. Nil means no events.
 	OnEvent func(Event)

@@ -3,13 +3,14 @@ package resolver
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/cnabio/cnab-relocate/internal/errbody"
 )
 
 // debugTransport logs every request it sends and the answer, at debug
@@ -91,14 +92,6 @@ func peekError(body io.ReadCloser) (code, message string, whole io.ReadCloser) {
 		io.Reader
 		io.Closer
 	}{io.MultiReader(bytes.NewReader(head), body), body}
-	var e struct {
-		Errors []struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"errors"`
-	}
-	if json.Unmarshal(head, &e) == nil && len(e.Errors) > 0 {
-		return e.Errors[0].Code, strings.TrimSpace(e.Errors[0].Message), whole
-	}
-	return "", "", whole
+	code, message, _ = errbody.Parse(head)
+	return code, strings.TrimSpace(message), whole
 }

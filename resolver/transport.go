@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cnabio/cnab-relocate/internal/errbody"
 	"github.com/cnabio/cnab-relocate/internal/retry"
 )
 
@@ -41,13 +42,27 @@ type StatusError struct {
 	Attempts int
 	// Exhausted is true when the transport retried the request and gave up.
 	Exhausted bool
+	// Code, Message and Detail are the registry's error from the body, when
+	// it sent one: the first error whose code is not UNKNOWN (distribution
+	// 2.8 puts UNKNOWN first in some 500s, before the code that says why).
+	Code, Message, Detail string
 }
 
 func (e *StatusError) Error() string {
-	if e.Attempts > 1 {
-		return fmt.Sprintf("%s (after %d attempts)", e.Status, e.Attempts)
+	s := e.Status
+	if e.Code != "" {
+		s += ": " + e.Code
+		if e.Message != "" {
+			s += ": " + e.Message
+		}
+		if e.Detail != "" {
+			s += " (" + e.Detail + ")"
+		}
 	}
-	return e.Status
+	if e.Attempts > 1 {
+		return fmt.Sprintf("%s (after %d attempts)", s, e.Attempts)
+	}
+	return s
 }
 
 // Is makes an exhausted StatusError match ErrRetriesExhausted.
@@ -135,11 +150,12 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		last := !replay || attempt >= t.retries || req.Context().Err() != nil
 		wait := retry.Backoff(attempt)
 		var ra time.Duration
+		var body []byte
 		if resp != nil {
 			if d, ok := retryAfter(resp.Header.Get("Retry-After")); ok {
 				wait, ra = d, d
 			}
-			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			body, _ = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusTooManyRequests {
 				t.close(req.URL.Host, wait)
@@ -147,10 +163,12 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if last {
 			if resp != nil {
-				return nil, &StatusError{
+				se := &StatusError{
 					Method: req.Method, URL: req.URL.Redacted(), StatusCode: resp.StatusCode, Status: resp.Status,
 					RetryAfter: ra, Attempts: attempt + 1, Exhausted: replay && attempt > 0,
 				}
+				se.Code, se.Message, se.Detail = errbody.Parse(body)
+				return nil, se
 			}
 			if replay && attempt > 0 {
 				return nil, &exhaustedError{err: err, attempts: attempt + 1}

@@ -45,6 +45,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		out        string
 		sourceMap  string
 		saveBundle string
+		foreign    bool
 		jobs       int
 		quiet      bool
 		reg        registryFlags
@@ -55,6 +56,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&sourceMap, "source-relocation-mapping", "", "read the images where this relocation mapping `FILE` says they are now (the archive names them by the bundle's references)")
 	fs.StringVar(&saveBundle, "save-bundle", "", "write bundle.json, byte for byte as read, to `FILE`")
 	fs.IntVar(&jobs, "jobs", fixup.DefaultJobs, "blobs fetched at once across all images")
+	fs.BoolVar(&foreign, "include-non-distributable", false, "carry non-distributable (foreign) layers in the archive too, from the source, never from their URLs")
 	fs.BoolVarP(&quiet, "quiet", "q", false, "print only errors")
 	refs.add(fs)
 	reg.add(fs)
@@ -74,6 +76,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	rep := newReporter(stderr, quiet)
 	opts := reg.client(jobs, refs.options(), rep.event)
+	opts.IncludeNonDistributable = foreign
 	in, err := loadInput(ctx, path, sourceMap, func() (*fixup.Client, error) { return fixup.NewClient(opts) })
 	if err != nil {
 		rep.wait()

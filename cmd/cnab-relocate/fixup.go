@@ -82,6 +82,7 @@ type fixupFlags struct {
 	saveBundle   string
 	pushBundle   string
 	pushed       string // the pushed bundle's digest
+	foreign      bool
 	dryRun       bool
 	jobs         int
 	output       string
@@ -103,6 +104,7 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&f.pushBundle, "push-bundle", "", "push the bundle, unchanged, with its relocated images to `HOST/REPO:TAG` in cnab-to-oci's format")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "print where each image would go; contact no registry")
 	fs.IntVar(&f.jobs, "jobs", fixup.DefaultJobs, "blobs copied at once across all images")
+	fs.BoolVar(&f.foreign, "include-non-distributable", false, "copy non-distributable (foreign) layers too, from the source, never from their URLs; the target must accept layer URLs")
 	fs.StringVarP(&f.output, "output", "o", "text", "`FORMAT` of the final report on stdout: text or json")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print only errors")
 	f.referrers.add(fs)
@@ -151,6 +153,7 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	rep := newReporter(stderr, f.quiet)
 	opts := f.registry.client(f.jobs, f.referrers.options(), rep.event)
+	opts.IncludeNonDistributable = f.foreign
 	client := func() (*fixup.Client, error) { return fixup.NewClient(opts) }
 	in, err := loadInput(ctx, path, f.sourceMap, client)
 	if err != nil {

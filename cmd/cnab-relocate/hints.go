@@ -39,6 +39,8 @@ func hints(err error) []string {
 func hint(re *fixup.RegistryError) string {
 	host := re.Host
 	switch {
+	case errors.Is(re, fixup.ErrNonDistributable):
+		return "the image has non-distributable (foreign) layers: copy them with --include-non-distributable, into a target that accepts layer URLs (distribution: validation.manifests.urls.allow)"
 	case errors.Is(re, fixup.ErrPlainHTTP):
 		return "the registry speaks plain HTTP: allow it with --insecure-registry " + host
 	case errors.Is(re, fixup.ErrUnknownAuthority):

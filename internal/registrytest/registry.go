@@ -42,6 +42,10 @@ type Options struct {
 	Binary string
 	// StartTimeout bounds the wait for the registry to answer GET /v2/. Default 10s.
 	StartTimeout time.Duration
+	// AllowLayerURLs accepts manifests whose layers carry URLs (foreign,
+	// non-distributable layers): distribution's validation.manifests.urls.allow.
+	// Default: refused, as distribution does.
+	AllowLayerURLs bool
 }
 
 // Registry is a running distribution registry process. Its fields are set once it is ready and
@@ -268,6 +272,9 @@ http:
 	}
 	if len(opts.Htpasswd) > 0 {
 		fmt.Fprintf(&b, "auth:\n  htpasswd:\n    realm: registrytest\n    path: %s\n", q(filepath.Join(r.Dir, "htpasswd")))
+	}
+	if opts.AllowLayerURLs {
+		b.WriteString("validation:\n  manifests:\n    urls:\n      allow:\n        - ^https?://\n")
 	}
 	return b.String()
 }
