@@ -708,13 +708,15 @@ func retryable(err error) bool {
 }
 
 func transientStatus(code int) bool {
-	switch {
-	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests:
+	switch code {
+	case http.StatusRequestTimeout, http.StatusTooManyRequests,
+		http.StatusInternalServerError, http.StatusBadGateway,
+		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return true
-	case code >= 400 && code < 500:
-		return false
 	}
-	return true
+	// Any other 4xx, and a 5xx that says the registry cannot (501, 505)
+	// or will not soon (507 Insufficient Storage): an answer.
+	return code < 400
 }
 
 // uploadUnknown reports whether err is the registry saying an upload

@@ -3,6 +3,7 @@ package fixup
 import (
 	"context"
 	"errors"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -76,14 +77,19 @@ type RegistryError struct {
 	Message    string
 	Err        error
 
-	kinds []error
+	kinds   []error
+	summary string // what to say instead of Err's text ("" : Err's)
 }
 
 func (e *RegistryError) Error() string {
-	if slices.Contains(e.kinds, ErrAuthentication) && !errors.Is(e.Err, ErrAuthentication) {
-		return "authentication failed: " + e.Err.Error()
+	msg := e.Err.Error()
+	if e.summary != "" {
+		msg = e.summary
 	}
-	return e.Err.Error()
+	if slices.Contains(e.kinds, ErrAuthentication) && !errors.Is(e.Err, ErrAuthentication) {
+		return "authentication failed: " + msg
+	}
+	return msg
 }
 
 func (e *RegistryError) Unwrap() []error { return append(slices.Clone(e.kinds), e.Err) }
@@ -109,6 +115,24 @@ func registryError(host string, err error) error {
 	case errors.As(err, &us):
 		re.StatusCode = us.StatusCode
 		re.Code, re.Message, _ = errbody.Parse(us.Body)
+		// containerd's text is the whole URL (an upload's is a long
+		// state token) and no reason: say the request, the status and
+		// what the registry said.
+		if _, direct := err.(remoteserrors.ErrUnexpectedStatus); direct {
+			u, _ := url.Parse(us.RequestURL)
+			if u != nil {
+				u.RawQuery = ""
+				re.summary = us.RequestMethod + " " + u.String() + ": " + us.Status
+			} else {
+				re.summary = us.RequestMethod + ": " + us.Status
+			}
+			if re.Code != "" {
+				re.summary += ": " + re.Code
+				if re.Message != "" {
+					re.summary += ": " + re.Message
+				}
+			}
+		}
 	case errors.As(err, &se):
 		re.StatusCode, re.Code, re.Message = se.StatusCode, se.Code, se.Message
 	case errors.As(err, &de):

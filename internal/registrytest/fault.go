@@ -1,6 +1,7 @@
 package registrytest
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -46,6 +47,9 @@ type Fault struct {
 	Status int
 	// RetryAfter is the Retry-After header FaultStatus sends ("0", "1"); "" sends none.
 	RetryAfter string
+	// Code and Message are the registry error FaultStatus answers with.
+	// Default UNAVAILABLE and a message naming the fault.
+	Code, Message string
 	// After is the body offset at which the reset, close or corruption happens. If < 0, a
 	// random offset within the body (drawn from the proxy's seeded generator) is used.
 	After int64
@@ -166,7 +170,12 @@ func (p *Proxy) fault(w http.ResponseWriter, r *http.Request, f Fault, frac floa
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(f.status())
-		fmt.Fprintf(w, `{"errors":[{"code":"UNAVAILABLE","message":"registrytest: injected %s","detail":null}]}`+"\n", f)
+		code, msg := f.Code, f.Message
+		if code == "" {
+			code, msg = "UNAVAILABLE", "registrytest: injected "+f.String()
+		}
+		body, _ := json.Marshal(map[string]any{"errors": []any{map[string]any{"code": code, "message": msg, "detail": nil}}})
+		w.Write(append(body, '\n'))
 	case FaultDelay:
 		d := f.Delay
 		if d <= 0 {
