@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log"
 	"math/rand/v2"
@@ -12,6 +14,8 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"regexp"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +30,11 @@ type ProxyOptions struct {
 	// registry's round trip would be; 0 adds none. A request whose client gives up meanwhile is
 	// dropped without being counted.
 	Latency time.Duration
+	// PageTags, when > 0, answers tag lists in pages of at most that many
+	// tags (or the client's n, if smaller), in lexical order, with a Link
+	// header to the next page, as registries that paginate do, whatever
+	// the target does.
+	PageTags int
 }
 
 // Proxy is a plain-HTTP reverse proxy on 127.0.0.1 in front of a registry. It counts the
@@ -43,6 +52,7 @@ type Proxy struct {
 
 	target    *url.URL
 	latency   time.Duration
+	pageTags  int
 	srv       *http.Server
 	rp        *httputil.ReverseProxy
 	transport *http.Transport
@@ -88,6 +98,7 @@ func NewProxyURL(targetURL string, pool *x509.CertPool, opts ProxyOptions) *Prox
 		URL:      "http://" + ln.Addr().String(),
 		target:   tu,
 		latency:  opts.Latency,
+		pageTags: opts.PageTags,
 		done:     make(chan struct{}),
 		counts:   map[string]int{},
 		rng:      rand.New(rand.NewPCG(faults.Seed, faults.Seed^0x9e3779b97f4a7c15)),
@@ -190,7 +201,54 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		p.fault(w, r, f, frac)
 		return
 	}
+	if p.pageTags > 0 && r.Method == http.MethodGet && tagsPath.MatchString(r.URL.Path) {
+		p.tagPage(w, r)
+		return
+	}
 	p.forward(w, r)
+}
+
+// tagPage answers a tag list request with one page (see
+// ProxyOptions.PageTags), from the target's whole list.
+func (p *Proxy) tagPage(w http.ResponseWriter, r *http.Request) {
+	u := *p.target
+	u.Path = r.URL.Path
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, u.String(), nil)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	req.Header = r.Header.Clone()
+	resp, err := p.transport.RoundTrip(req)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Name string   `json:"name"`
+		Tags []string `json:"tags"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&list) != nil {
+		w.WriteHeader(resp.StatusCode)
+		return
+	}
+	slices.Sort(list.Tags)
+	q := r.URL.Query()
+	n := p.pageTags
+	if m, err := strconv.Atoi(q.Get("n")); err == nil && m > 0 && m < n {
+		n = m
+	}
+	if last := q.Get("last"); last != "" {
+		list.Tags = slices.DeleteFunc(list.Tags, func(t string) bool { return t <= last })
+	}
+	if len(list.Tags) > n {
+		list.Tags = list.Tags[:n]
+		next := url.Values{"n": {strconv.Itoa(n)}, "last": {list.Tags[n-1]}}
+		w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, r.URL.Path, next.Encode()))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(list)
 }
 
 // record counts r and decides its fault, if any, returning it with the fraction used for a
