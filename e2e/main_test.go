@@ -1,6 +1,9 @@
 // Package e2e runs cnab-relocate, built from this tree, against real
-// distribution registries (Debian's docker-registry) started on 127.0.0.1.
-// Install the registry with scripts/install-deps.sh (make test does).
+// registries started on 127.0.0.1: Debian's docker-registry (distribution
+// 2.8) everywhere, and, for the core scenarios (TestImplementations),
+// distribution 3 and go-containerregistry's registry with the OCI
+// referrers API too. scripts/install-deps.sh installs the distributions
+// (make test runs it); go-containerregistry's is built by the tests.
 package e2e
 
 import (

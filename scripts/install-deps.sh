@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # install-deps.sh installs what the end-to-end tests, benchmarks and the demo need on a Debian
-# machine: the CNCF distribution registry 2.8 (Debian package docker-registry), which
-# internal/registrytest starts on random 127.0.0.1 ports with its own configuration, and skopeo.
+# machine: the CNCF distribution registry 2.8 (Debian package docker-registry) and distribution
+# v3.1.2 (built with go install, about 90 s the first time), which internal/registrytest starts on
+# random 127.0.0.1 ports with its own configuration, and skopeo. (go-containerregistry's registry,
+# the third implementation the tests run, is built from this module by the tests.)
 #
 # It is idempotent: when /usr/bin/docker-registry is already there it only makes sure the packaged
 # service (which listens on :5000) is not running, which is fast and needs no network.
@@ -49,4 +51,16 @@ if [ ! -x "$REGISTRY_BIN" ]; then
 	echo "install-deps: $REGISTRY_BIN is still missing after installing docker-registry" >&2
 	exit 1
 fi
-echo "install-deps: ok ($("$REGISTRY_BIN" --version 2>/dev/null || echo "$REGISTRY_BIN"))"
+
+# distribution v3, where registrytest looks for it: $REGISTRY_V3_BIN, else GOPATH's bin.
+V3_VERSION=v3.1.2
+V3_BIN="${REGISTRY_V3_BIN:-$(go env GOPATH)/bin/registry}"
+if ! { [ -x "$V3_BIN" ] && "$V3_BIN" --version 2>/dev/null | grep -q "distribution/v3 $V3_VERSION"; }; then
+	echo "install-deps: building distribution $V3_VERSION into $(dirname "$V3_BIN") (about 90 s)" >&2
+	mkdir -p "$(dirname "$V3_BIN")"
+	GOBIN="$(dirname "$V3_BIN")" go install "github.com/distribution/distribution/v3/cmd/registry@$V3_VERSION"
+	if [ "$(basename "$V3_BIN")" != registry ]; then
+		mv "$(dirname "$V3_BIN")/registry" "$V3_BIN"
+	fi
+fi
+echo "install-deps: ok ($("$REGISTRY_BIN" --version 2>/dev/null || echo "$REGISTRY_BIN"); $("$V3_BIN" --version 2>/dev/null || echo "$V3_BIN"))"

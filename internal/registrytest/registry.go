@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"go/build"
 	"io"
 	"net"
 	"net/http"
@@ -27,6 +28,39 @@ import (
 // DefaultBinary is where Debian's docker-registry package installs the registry.
 const DefaultBinary = "/usr/bin/docker-registry"
 
+// Impl is a registry implementation.
+type Impl string
+
+// The registry implementations the tests run. scripts/install-deps.sh
+// installs the two distributions; GGCR is built from this module.
+const (
+	// Distribution28 is Debian's docker-registry, distribution 2.8:
+	// $REGISTRY_BIN, else DefaultBinary.
+	Distribution28 Impl = ""
+	// Distribution3 is distribution v3 (go install
+	// github.com/distribution/distribution/v3/cmd/registry@v3.1.2):
+	// $REGISTRY_V3_BIN, else registry in GOPATH's bin.
+	Distribution3 Impl = "distribution3"
+	// GGCR is go-containerregistry's registry with the OCI referrers API
+	// (internal/ggcrregistry), plain HTTP, no auth, blobs in memory:
+	// $REGISTRY_GGCR_BIN, else built once per test process.
+	GGCR Impl = "ggcr"
+)
+
+// Impls lists the implementations, for tests that run on each.
+var Impls = []Impl{Distribution28, Distribution3, GGCR}
+
+// String names the implementation.
+func (i Impl) String() string {
+	switch i {
+	case Distribution28:
+		return "distribution-2.8"
+	case Distribution3:
+		return "distribution-3"
+	}
+	return string(i)
+}
+
 // Options configures a registry. The zero value is a plain-HTTP registry without auth.
 type Options struct {
 	// TLS serves HTTPS with a server certificate for 127.0.0.1, ::1 and localhost, signed by a CA
@@ -42,6 +76,8 @@ type Options struct {
 	Binary string
 	// StartTimeout bounds the wait for the registry to answer GET /v2/. Default 10s.
 	StartTimeout time.Duration
+	// Impl is the registry implementation. Default Distribution28.
+	Impl Impl
 	// AllowLayerURLs accepts manifests whose layers carry URLs (foreign,
 	// non-distributable layers): distribution's validation.manifests.urls.allow.
 	// Default: refused, as distribution does.
@@ -104,15 +140,12 @@ func Start(t testing.TB, opts Options) *Registry {
 // the process runs until Close, which the caller must call. The error wraps ErrNoRegistry when
 // the binary is missing, and includes the end of the registry's log when the process failed.
 func StartProcess(ctx context.Context, opts Options) (*Registry, error) {
-	bin := opts.Binary
-	if bin == "" {
-		bin = os.Getenv("REGISTRY_BIN")
+	bin, err := executable(opts)
+	if err != nil {
+		return nil, err
 	}
-	if bin == "" {
-		bin = DefaultBinary
-	}
-	if fi, err := os.Stat(bin); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return nil, fmt.Errorf("%w: no executable %s (set REGISTRY_BIN to use another path)", ErrNoRegistry, bin)
+	if opts.Impl == GGCR && (opts.TLS || len(opts.Htpasswd) > 0 || opts.AllowLayerURLs) {
+		return nil, fmt.Errorf("registrytest: %s serves plain HTTP without auth or options", opts.Impl)
 	}
 	timeout := opts.StartTimeout
 	if timeout <= 0 {
@@ -225,6 +258,9 @@ func (r *Registry) launch(ctx context.Context, bin string, opts Options, timeout
 	}
 	defer logf.Close() // the child has its own descriptor
 	cmd := exec.Command(bin, "serve", configFile)
+	if opts.Impl == GGCR {
+		cmd = exec.Command(bin, "-addr", r.Host, "-id", r.token)
+	}
 	cmd.Dir = r.Dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = childEnv()
@@ -427,4 +463,67 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// executable returns the executable of opts' implementation.
+func executable(opts Options) (string, error) {
+	bin, env := opts.Binary, ""
+	switch opts.Impl {
+	case Distribution28:
+		env = "REGISTRY_BIN"
+		if bin == "" {
+			bin = os.Getenv(env)
+		}
+		if bin == "" {
+			bin = DefaultBinary
+		}
+	case Distribution3:
+		env = "REGISTRY_V3_BIN"
+		if bin == "" {
+			bin = os.Getenv(env)
+		}
+		if bin == "" {
+			bin = filepath.Join(build.Default.GOPATH, "bin", "registry")
+		}
+	case GGCR:
+		env = "REGISTRY_GGCR_BIN"
+		if bin == "" {
+			bin = os.Getenv(env)
+		}
+		if bin == "" {
+			return buildGGCR()
+		}
+	default:
+		return "", fmt.Errorf("registrytest: unknown implementation %q", opts.Impl)
+	}
+	if fi, err := os.Stat(bin); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("%w: no executable %s for %s (set %s to use another path)", ErrNoRegistry, bin, opts.Impl, env)
+	}
+	return bin, nil
+}
+
+var ggcrOnce struct {
+	sync.Once
+	bin string
+	err error
+}
+
+// buildGGCR builds internal/ggcrregistry once per process, into a
+// temporary directory that stays for the process's life.
+func buildGGCR() (string, error) {
+	ggcrOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "registrytest-ggcr-")
+		if err != nil {
+			ggcrOnce.err = err
+			return
+		}
+		bin := filepath.Join(dir, "ggcrregistry")
+		cmd := exec.Command("go", "build", "-o", bin, "github.com/cnabio/cnab-relocate/internal/ggcrregistry")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			ggcrOnce.err = fmt.Errorf("%w: building ggcrregistry: %v\n%s", ErrNoRegistry, err, out)
+			return
+		}
+		ggcrOnce.bin = bin
+	})
+	return ggcrOnce.bin, ggcrOnce.err
 }
