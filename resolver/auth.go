@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/containerd/remotes/docker"
 	"github.com/containerd/containerd/remotes/docker/auth"
 	remoteerrors "github.com/containerd/containerd/remotes/errors"
+	"github.com/containerd/errdefs"
 	"github.com/docker/cli/cli/config"
 	"github.com/docker/cli/cli/config/configfile"
 	clicredentials "github.com/docker/cli/cli/config/credentials"
@@ -152,8 +153,12 @@ func (c *credentials) lookup(host string) (string, string, error) {
 //   - credentials a registry refused are not sent again and again, and every
 //     failure names the host and where the credentials came from.
 type authorizer struct {
-	inner docker.Authorizer
-	creds *credentials
+	inner  docker.Authorizer // Basic auth
+	creds  *credentials
+	client *http.Client
+
+	mu      sync.Mutex
+	bearers map[string]*bearer // host -> its bearer tokens (see bearer)
 }
 
 func newAuthorizer(client *http.Client, creds *credentials) *authorizer {
@@ -162,17 +167,74 @@ func newAuthorizer(client *http.Client, creds *credentials) *authorizer {
 			docker.WithAuthClient(client),
 			docker.WithAuthCreds(creds.lookup),
 		),
-		creds: creds,
+		creds:   creds,
+		client:  client,
+		bearers: map[string]*bearer{},
 	}
 }
+
+// maxTokenRefusals bounds how many times one request is sent again with a
+// new token after the registry refused the last (a token that died early,
+// clock skew): then the credentials are taken as refused.
+const maxTokenRefusals = 3
 
 // Authorize sets the Authorization header of req for its own host, or
 // none. containerd also calls it for each redirect.
 func (a *authorizer) Authorize(ctx context.Context, req *http.Request) error {
 	req.Header.Del("Authorization")
+	a.mu.Lock()
+	b := a.bearers[req.URL.Host]
+	a.mu.Unlock()
+	if b != nil {
+		token, err := b.token(ctx)
+		if err != nil {
+			return a.authError(req.URL.Host, err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		return nil
+	}
 	if err := a.inner.Authorize(ctx, req); err != nil {
 		return a.authError(req.URL.Host, err)
 	}
+	return nil
+}
+
+// bearerChallenge handles a 401 with a Bearer challenge: it learns the
+// token server, and forgets the token the registry refused, if any. A
+// request refused maxTokenRefusals times running with fresh tokens is an
+// *AuthError.
+func (a *authorizer) bearerChallenge(c auth.Challenge, responses []*http.Response) error {
+	last := responses[len(responses)-1]
+	host := last.Request.URL.Host
+	a.mu.Lock()
+	b := a.bearers[host]
+	if b == nil {
+		b = newBearer(a.client, host, a.creds.lookup)
+		a.bearers[host] = b
+	}
+	a.mu.Unlock()
+	b.challenge(c)
+	sent, ok := strings.CutPrefix(last.Request.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return nil
+	}
+	if last.Request.Method == http.MethodPost && last.Request.URL.Query().Has("mount") {
+		// The token may not read the repository to mount from: let
+		// containerd upload the blob instead, without asking again.
+		return fmt.Errorf("cross-repository mount refused: %w", errdefs.ErrNotImplemented)
+	}
+	refusals := 0
+	for i := len(responses) - 1; i >= 0; i-- {
+		r := responses[i]
+		if !sameRequest(r.Request, last.Request) || !strings.HasPrefix(r.Request.Header.Get("Authorization"), "Bearer ") || r.StatusCode != http.StatusUnauthorized {
+			break
+		}
+		refusals++
+	}
+	if refusals > maxTokenRefusals {
+		return a.rejected(host, last)
+	}
+	b.refuse(sent)
 	return nil
 }
 
@@ -180,6 +242,11 @@ func (a *authorizer) Authorize(ctx context.Context, req *http.Request) error {
 func (a *authorizer) AddResponses(ctx context.Context, responses []*http.Response) error {
 	last := responses[len(responses)-1]
 	host := last.Request.URL.Host
+	for _, c := range auth.ParseAuthHeader(last.Header) {
+		if c.Scheme == auth.BearerAuth {
+			return a.bearerChallenge(c, responses)
+		}
+	}
 	// A 401 to a cross-repository mount says the source repository may not
 	// be read: containerd then uploads the blob instead. Not a failed login.
 	mount := last.Request.Method == http.MethodPost && last.Request.URL.Query().Has("mount")

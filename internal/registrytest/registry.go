@@ -78,6 +78,9 @@ type Options struct {
 	StartTimeout time.Duration
 	// Impl is the registry implementation. Default Distribution28.
 	Impl Impl
+	// TokenAuth, when set, makes the registry require bearer tokens from a
+	// token server the test runs (Registry.Tokens). Not with Htpasswd.
+	TokenAuth *TokenAuth
 	// AllowLayerURLs accepts manifests whose layers carry URLs (foreign,
 	// non-distributable layers): distribution's validation.manifests.urls.allow.
 	// Default: refused, as distribution does.
@@ -104,6 +107,9 @@ type Registry struct {
 	CertPool *x509.CertPool
 	// Username and Password are the credentials HTTPClient and Client use; "" without Htpasswd.
 	Username, Password string
+	// Tokens is the token server with Options.TokenAuth; nil without.
+	Tokens    *TokenServer
+	tokenCert string
 
 	token     string // sent back by this registry in X-Registrytest-Id, to tell it from others
 	cmd       *exec.Cmd
@@ -225,6 +231,16 @@ func (r *Registry) prepare(opts Options) error {
 	} else if opts.User != "" {
 		return fmt.Errorf("Options.User %q set without Options.Htpasswd", opts.User)
 	}
+	if opts.TokenAuth != nil {
+		if len(opts.Htpasswd) > 0 {
+			return errors.New("Options.TokenAuth and Options.Htpasswd are exclusive")
+		}
+		ts, cert, err := newTokenServer(*opts.TokenAuth, r.Dir)
+		if err != nil {
+			return err
+		}
+		r.Tokens, r.tokenCert = ts, cert
+	}
 	r.transport = &http.Transport{
 		Proxy:               nil, // never send loopback traffic to an HTTP(S)_PROXY
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
@@ -309,6 +325,10 @@ http:
 	if len(opts.Htpasswd) > 0 {
 		fmt.Fprintf(&b, "auth:\n  htpasswd:\n    realm: registrytest\n    path: %s\n", q(filepath.Join(r.Dir, "htpasswd")))
 	}
+	if r.Tokens != nil {
+		fmt.Fprintf(&b, "auth:\n  token:\n    realm: %s\n    service: %s\n    issuer: %s\n    rootcertbundle: %s\n",
+			q(r.Tokens.URL), q(tokenService), q(tokenIssuer), q(r.tokenCert))
+	}
 	if opts.AllowLayerURLs {
 		b.WriteString("validation:\n  manifests:\n    urls:\n      allow:\n        - ^https?://\n")
 	}
@@ -375,6 +395,9 @@ func (r *Registry) stop() {
 func (r *Registry) Close() error {
 	r.closeOnce.Do(func() {
 		r.stop()
+		if r.Tokens != nil {
+			r.Tokens.Close()
+		}
 		if r.transport != nil {
 			r.transport.CloseIdleConnections()
 		}
@@ -414,6 +437,9 @@ func (r *Registry) Transport() *http.Transport { return r.transport }
 // HTTPClient returns a client that trusts the registry's CA and, with Htpasswd, sends Basic auth
 // as Username to the registry's host (preemptively, as distribution's htpasswd auth expects).
 func (r *Registry) HTTPClient() *http.Client {
+	if r.Tokens != nil {
+		return &http.Client{Transport: &adminTokens{base: r.transport, ts: r.Tokens}}
+	}
 	if r.Username == "" {
 		return &http.Client{Transport: r.transport}
 	}
@@ -422,7 +448,7 @@ func (r *Registry) HTTPClient() *http.Client {
 
 // Client returns a Client for the registry that authenticates as Username.
 func (r *Registry) Client() *Client {
-	return NewClient(r.URL, &http.Client{Transport: r.transport}, r.Username, r.Password)
+	return NewClient(r.URL, r.HTTPClient(), r.Username, r.Password)
 }
 
 type basicAuthTransport struct {
