@@ -12,12 +12,23 @@ import (
 	"github.com/cnabio/cnab-relocate/internal/registrytest"
 )
 
-// TestReferrersOnALaterTagPage: a registry that pages its tag lists (100
-// a page; 250 other tags in the repository) still yields a signature
+// TestReferrersOnALaterTagPage: tag lists in pages of 100 (Link headers,
+// n and last; 250 other tags in the repository) still yield a signature
 // whose tag is on the third page.
 func TestReferrersOnALaterTagPage(t *testing.T) {
+	// 2.8 pages nothing: the proxy pages for it. 3 pages with the n the
+	// client sends: the proxy lowers n to 100.
+	t.Run("distribution-2.8, paged by a proxy", func(t *testing.T) {
+		testLaterTagPage(t, registrytest.Distribution28, registrytest.ProxyOptions{PageTags: 100})
+	})
+	t.Run("distribution-3, paging itself", func(t *testing.T) {
+		testLaterTagPage(t, registrytest.Distribution3, registrytest.ProxyOptions{LimitTags: 100})
+	})
+}
+
+func testLaterTagPage(t *testing.T, impl registrytest.Impl, po registrytest.ProxyOptions) {
 	ctx := context.Background()
-	src := registrytest.Start(t, registrytest.Options{})
+	src := registrytest.Start(t, registrytest.Options{Impl: impl})
 	dst := registrytest.Start(t, registrytest.Options{})
 	c := src.Client()
 	img, err := c.PushImage(ctx, registrytest.ImageSpec{Repo: "vendor/app", Tag: "1.0", Seed: 31})
@@ -38,7 +49,7 @@ func TestReferrersOnALaterTagPage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pager := registrytest.NewProxy(src, registrytest.ProxyOptions{PageTags: 100})
+	pager := registrytest.NewProxy(src, po)
 	defer pager.Close()
 
 	dir := t.TempDir()

@@ -33,8 +33,13 @@ type ProxyOptions struct {
 	// PageTags, when > 0, answers tag lists in pages of at most that many
 	// tags (or the client's n, if smaller), in lexical order, with a Link
 	// header to the next page, as registries that paginate do, whatever
-	// the target does.
+	// the target does (distribution 2.8 does not).
 	PageTags int
+	// LimitTags, when > 0, asks the target for tag lists in pages of at
+	// most that many tags: a client's n above it (or none) is lowered to
+	// it, and the registry pages with its own Link headers
+	// (distribution 3 does).
+	LimitTags int
 }
 
 // Proxy is a plain-HTTP reverse proxy on 127.0.0.1 in front of a registry. It counts the
@@ -50,13 +55,14 @@ type Proxy struct {
 	// URL is "http://127.0.0.1:PORT".
 	URL string
 
-	target    *url.URL
-	latency   time.Duration
-	pageTags  int
-	srv       *http.Server
-	rp        *httputil.ReverseProxy
-	transport *http.Transport
-	done      chan struct{}
+	target     *url.URL
+	latency    time.Duration
+	pageTags   int
+	limitTagsN int
+	srv        *http.Server
+	rp         *httputil.ReverseProxy
+	transport  *http.Transport
+	done       chan struct{}
 
 	mu       sync.Mutex
 	counts   map[string]int
@@ -94,17 +100,18 @@ func NewProxyURL(targetURL string, pool *x509.CertPool, opts ProxyOptions) *Prox
 		faults.Faults = TransientFaults
 	}
 	p := &Proxy{
-		Host:     ln.Addr().String(),
-		URL:      "http://" + ln.Addr().String(),
-		target:   tu,
-		latency:  opts.Latency,
-		pageTags: opts.PageTags,
-		done:     make(chan struct{}),
-		counts:   map[string]int{},
-		rng:      rand.New(rand.NewPCG(faults.Seed, faults.Seed^0x9e3779b97f4a7c15)),
-		faults:   faults,
-		used:     make([]int, len(faults.Rules)),
-		injected: map[string]int{},
+		Host:       ln.Addr().String(),
+		URL:        "http://" + ln.Addr().String(),
+		target:     tu,
+		latency:    opts.Latency,
+		pageTags:   opts.PageTags,
+		limitTagsN: opts.LimitTags,
+		done:       make(chan struct{}),
+		counts:     map[string]int{},
+		rng:        rand.New(rand.NewPCG(faults.Seed, faults.Seed^0x9e3779b97f4a7c15)),
+		faults:     faults,
+		used:       make([]int, len(faults.Rules)),
+		injected:   map[string]int{},
 		transport: &http.Transport{
 			Proxy:               nil,
 			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
@@ -201,9 +208,15 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		p.fault(w, r, f, frac)
 		return
 	}
-	if p.pageTags > 0 && r.Method == http.MethodGet && tagsPath.MatchString(r.URL.Path) {
-		p.tagPage(w, r)
-		return
+	if r.Method == http.MethodGet && tagsPath.MatchString(r.URL.Path) {
+		switch {
+		case p.pageTags > 0:
+			p.tagPage(w, r)
+			return
+		case p.limitTagsN > 0:
+			p.limitTags(w, r)
+			return
+		}
 	}
 	p.forward(w, r)
 }
@@ -249,6 +262,17 @@ func (p *Proxy) tagPage(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(list)
+}
+
+// limitTags passes a tag list request on with n at most p.limitTagsN, so
+// that the registry answers it in pages, with its own Link headers.
+func (p *Proxy) limitTags(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if n, err := strconv.Atoi(q.Get("n")); err != nil || n <= 0 || n > p.limitTagsN {
+		q.Set("n", strconv.Itoa(p.limitTagsN))
+	}
+	r.URL.RawQuery = q.Encode()
+	p.forward(w, r)
 }
 
 // record counts r and decides its fault, if any, returning it with the fraction used for a
