@@ -3,12 +3,10 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"io"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -57,27 +55,12 @@ func sameMapping(t *testing.T, what, path string, want map[string]string) {
 // tarNames lists the entries of a .tgz.
 func tarNames(t *testing.T, archive string) []string {
 	t.Helper()
-	fh, err := os.Open(archive)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	gz, err := gzip.NewReader(fh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(gz)
 	var names []string
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return names
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	eachTarEntry(t, archive, func(h *tar.Header, _ io.Reader) bool {
 		names = append(names, h.Name)
-	}
+		return true
+	})
+	return names
 }
 
 // layoutNames returns the ref.name annotations of an archive's index.json.

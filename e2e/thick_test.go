@@ -226,6 +226,25 @@ type rootFile struct {
 // tarFile returns the content of one entry of a .tgz.
 func tarFile(t *testing.T, archive, name string) []byte {
 	t.Helper()
+	var data []byte
+	found := false
+	eachTarEntry(t, archive, func(h *tar.Header, r io.Reader) bool {
+		if h.Name != name {
+			return true
+		}
+		data, _ = io.ReadAll(r)
+		found = true
+		return false
+	})
+	if !found {
+		t.Fatalf("%s not in %s", name, archive)
+	}
+	return data
+}
+
+// eachTarEntry calls fn for each entry of a .tgz until it returns false.
+func eachTarEntry(t *testing.T, archive string, fn func(h *tar.Header, r io.Reader) bool) {
+	t.Helper()
 	fh, err := os.Open(archive)
 	if err != nil {
 		t.Fatal(err)
@@ -238,12 +257,14 @@ func tarFile(t *testing.T, archive, name string) []byte {
 	tr := tar.NewReader(gz)
 	for {
 		h, err := tr.Next()
-		if err != nil {
-			t.Fatalf("%s not in %s: %v", name, archive, err)
+		if err == io.EOF {
+			return
 		}
-		if h.Name == name {
-			data, _ := io.ReadAll(tr)
-			return data
+		if err != nil {
+			t.Fatalf("%s: %v", archive, err)
+		}
+		if !fn(h, tr) {
+			return
 		}
 	}
 }

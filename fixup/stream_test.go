@@ -185,17 +185,8 @@ func TestRelocateArchiveCorruptLayer(t *testing.T) {
 		}
 		return data
 	})
-	b, a, err := LoadArchive(ctx, bad)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	dst := registrytest.StartMemory(false)
+	res, dst, err := relocateArchive(t, bad)
 	defer dst.Close()
-	m, _ := relocator.New(relocator.OneToOne, dst.Host+"/team")
-	res, err := Relocate(ctx, b, Options{Mapping: m, Source: ArchiveSource{Archive: a}, ClientOptions: ClientOptions{
-		ResolverOptions: resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-"},
-	}})
 	if !errors.Is(err, ErrDigestMismatch) || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), big.String()) || !strings.Contains(err.Error(), imgs[0].Ref("")[1:]) {
 		t.Fatalf("got %v, want a digest mismatch naming the archive, the blob and the image", err)
 	}
@@ -222,17 +213,8 @@ func TestRelocateArchiveTruncated(t *testing.T) {
 	if err := os.WriteFile(cut, data[:len(data)*3/4], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b, a, err := LoadArchive(ctx, cut)
-	if err != nil {
-		t.Fatalf("the metadata comes first, the archive opens: %v", err)
-	}
-	defer a.Close()
-	dst := registrytest.StartMemory(false)
+	res, dst, err := relocateArchive(t, cut)
 	defer dst.Close()
-	m, _ := relocator.New(relocator.OneToOne, dst.Host+"/team")
-	res, err := Relocate(ctx, b, Options{Mapping: m, Source: ArchiveSource{Archive: a}, ClientOptions: ClientOptions{
-		ResolverOptions: resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-"},
-	}})
 	if !errors.Is(err, ErrInvalidInput) || !errors.Is(err, layout.ErrInvalidArchive) || !strings.Contains(err.Error(), cut) || !strings.Contains(err.Error(), "truncated") {
 		t.Fatalf("got %v, want bad input naming the truncated archive", err)
 	}
@@ -251,7 +233,6 @@ func TestRelocateArchiveTruncated(t *testing.T) {
 // gzipped) streams the same.
 func TestRelocatePlainTarArchive(t *testing.T) {
 	archive, _, imgs, _ := streamFixture(t)
-	ctx := context.Background()
 	in, err := os.Open(archive)
 	if err != nil {
 		t.Fatal(err)
@@ -270,17 +251,8 @@ func TestRelocatePlainTarArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	out.Close()
-	b, a, err := LoadArchive(ctx, plain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	dst := registrytest.StartMemory(false)
+	res, dst, err := relocateArchive(t, plain)
 	defer dst.Close()
-	m, _ := relocator.New(relocator.OneToOne, dst.Host+"/team")
-	res, err := Relocate(ctx, b, Options{Mapping: m, Source: ArchiveSource{Archive: a}, ClientOptions: ClientOptions{
-		ResolverOptions: resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-"},
-	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,4 +261,23 @@ func TestRelocatePlainTarArchive(t *testing.T) {
 			t.Errorf("%s: %s, want %s", res.Images[i].Source, res.Images[i].Digest, img.Root.Digest)
 		}
 	}
+}
+
+// relocateArchive relocates the archive at path, read as a stream, into a
+// new in-process registry under team/, and returns the result and the
+// registry (the caller closes it).
+func relocateArchive(t *testing.T, path string) (*Result, *registrytest.Memory, error) {
+	t.Helper()
+	ctx := context.Background()
+	b, a, err := LoadArchive(ctx, path)
+	if err != nil {
+		t.Fatalf("the archive opens: %v", err)
+	}
+	defer a.Close()
+	dst := registrytest.StartMemory(false)
+	m, _ := relocator.New(relocator.OneToOne, dst.Host+"/team")
+	res, err := Relocate(ctx, b, Options{Mapping: m, Source: ArchiveSource{Archive: a}, ClientOptions: ClientOptions{
+		ResolverOptions: resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-"},
+	}})
+	return res, dst, err
 }
