@@ -522,7 +522,7 @@ func (e *engine) pushReferrer(ctx context.Context, j *job, r referrerGraph) erro
 		}
 	}
 	j.mu.Lock()
-	j.res.Referrers = append(j.res.Referrers, ReferrerResult{Subject: r.subject, Digest: r.Desc.Digest, MediaType: r.Desc.MediaType, ArtifactType: r.artifactType, Tag: r.Tag})
+	j.res.Referrers = append(j.res.Referrers, referrerResults(r)...)
 	j.mu.Unlock()
 	e.emit(Event{Kind: ReferrerCopied, Image: j.img.Ref, Target: e.dst.display(j), Digest: r.Desc.Digest, Size: r.Desc.Size})
 	return nil

@@ -40,6 +40,10 @@ type ReferrerResult struct {
 	ArtifactType string        `json:"artifactType,omitempty"`
 	// Tag is the tag it was copied under ("" when only by digest).
 	Tag string `json:"tag,omitempty"`
+	// Index is true for a referrers tag schema index (tag sha256-<hex>):
+	// it is no artifact, but lists artifacts; each follows it as an entry
+	// of its own.
+	Index bool `json:"index,omitempty"`
 }
 
 // tagSchemaSuffixes are the tags that hold referrers of a subject
@@ -269,6 +273,32 @@ func artifactType(d ocispec.Descriptor, data []byte) string {
 		return m.Config.MediaType
 	}
 	return d.ArtifactType
+}
+
+// referrerResults reports what travelled for r: r itself, and, when r is
+// a referrers tag schema index (found under sha256-<hex>), the index as
+// such and each artifact it lists, with its own artifact type.
+func referrerResults(r referrerGraph) []ReferrerResult {
+	top := ReferrerResult{Subject: r.subject, Digest: r.Desc.Digest, MediaType: r.Desc.MediaType, ArtifactType: r.artifactType, Tag: r.Tag}
+	ms := r.graph.manifests
+	if r.Tag != referrerTags(r.subject)[0] || !isIndex(r.Desc.MediaType) || len(ms) == 0 {
+		return []ReferrerResult{top}
+	}
+	top.Index, top.ArtifactType = true, ""
+	out := []ReferrerResult{top}
+	var idx ocispec.Index
+	if json.Unmarshal(ms[len(ms)-1].data, &idx) != nil {
+		return out
+	}
+	for _, d := range idx.Manifests {
+		for _, m := range ms[:len(ms)-1] {
+			if m.desc.Digest == d.Digest {
+				out = append(out, ReferrerResult{Subject: r.subject, Digest: d.Digest, MediaType: m.desc.MediaType, ArtifactType: artifactType(d, m.data)})
+				break
+			}
+		}
+	}
+	return out
 }
 
 // mergeBlobs adds the blobs of the referrer graphs to g, each once.

@@ -746,3 +746,32 @@ func TestLayoutSourceReferrers(t *testing.T) {
 		t.Errorf("Referrers without a layout = %v, %v; want none", got, err)
 	}
 }
+
+// TestReferrersFoundThroughAnIndexAreListed: on a registry without the
+// referrers API, an SBOM and a signature listed in the subject's tag
+// schema index are reported each as an artifact (digest, artifact type,
+// subject), after the index, reported as such.
+func TestReferrersFoundThroughAnIndexAreListed(t *testing.T) {
+	e := newRefEnv(t, false, false)
+	img := e.image(t)
+	sbom := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: sbomType, Subject: &img.Root, Payload: []byte("sbom")})
+	sig := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: bundleType, Subject: &img.Root, Payload: []byte("sig")})
+	idx, _ := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{sbom, sig}})
+	indexTag := cosignTag(img.Root.Digest, "")
+	d, err := e.srcReg.Client().PushManifest(context.Background(), "vendor/app", indexTag, ocispec.MediaTypeImageIndex, idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, _, _, err := e.relocate(t, ReferrerOptions{}, img)
+	if err != nil {
+		t.Fatalf("Relocate: %v", err)
+	}
+	want := []ReferrerResult{
+		{Subject: img.Root.Digest, Digest: d.Digest, MediaType: ocispec.MediaTypeImageIndex, Tag: indexTag, Index: true},
+		{Subject: img.Root.Digest, Digest: sbom.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: sbomType},
+		{Subject: img.Root.Digest, Digest: sig.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: bundleType},
+	}
+	if diff := cmp.Diff(want, res.Images[0].Referrers); diff != "" {
+		t.Errorf("ImageResult.Referrers (-want +got):\n%s", diff)
+	}
+}
