@@ -28,14 +28,16 @@ type reporter interface {
 	wait()
 }
 
-func newReporter(w io.Writer, quiet bool) reporter {
+// newReporter reports on w; dest names where the images go when events
+// do not (export: the archive).
+func newReporter(w io.Writer, quiet bool, dest string) reporter {
 	switch {
 	case quiet:
 		return nopReporter{}
 	case isTerminal(w):
 		return newBars(w)
 	}
-	return newProgress(w)
+	return newProgress(w, dest)
 }
 
 type nopReporter struct{}
@@ -43,79 +45,153 @@ type nopReporter struct{}
 func (nopReporter) event(fixup.Event) {}
 func (nopReporter) wait()             {}
 
-// bars draws one progress bar per image and one for the whole run, with
-// bytes, rate, ETA and blob counts. Decorators run on mpb's goroutine, so
-// the state they read is atomic, never behind b.mu.
+// bars draws a progress bar for each image in flight, as many as the
+// terminal has rows for (the others wait their turn), and a summary line
+// for the whole run: images done, present and failed, bytes, rate, ETA. A
+// finished image's bar goes away, so the display never outgrows the
+// terminal and leaves nothing behind in its scrollback. Decorators run on
+// mpb's goroutine, so the state they read is atomic, never behind b.mu.
 type bars struct {
 	mu       sync.Mutex // serialises events; never taken by decorators
 	p        *mpb.Progress
 	total    *mpb.Bar
 	sum      int64
+	maxShown int // image bars at most: the rows left for them
+	shown    int
+	nameW    int
+	barW     int
 	images   map[string]*imageBar
-	copied   atomic.Int64
-	mounted  atomic.Int64
-	skipped  atomic.Int64
+	queue    []*imageBar // planned, waiting for a row
 	finished bool
+
+	seen, done, present, failed atomic.Int64
+	copied, mounted, skipped    atomic.Int64
+	wide                        bool // room for the blob counts
 }
 
 type imageBar struct {
-	bar    *mpb.Bar
+	name   string
+	size   int64
+	cur    int64
+	bar    *mpb.Bar     // nil while it waits for a row
 	state  atomic.Value // string: "", "present", "done", "failed"
 	closed bool
 }
 
+// terminalSize is w's size, or 80x24 when it cannot be told.
+func terminalSize(w io.Writer) (cols, rows int) {
+	if f, ok := w.(*os.File); ok {
+		if c, r, err := term.GetSize(int(f.Fd())); err == nil && c > 0 && r > 0 {
+			return c, r
+		}
+	}
+	return 80, 24
+}
+
 func newBars(w io.Writer) *bars {
+	cols, rows := terminalSize(w)
 	b := &bars{
-		p:      mpb.New(mpb.WithOutput(w), mpb.WithWidth(32), mpb.WithRefreshRate(120*time.Millisecond)),
 		images: map[string]*imageBar{},
+		// The summary line, the line the cursor rests on, and one spare:
+		// a frame never outgrows the terminal (its top line would scroll
+		// away and stay behind).
+		maxShown: max(1, rows-3),
+		barW:     min(32, max(8, cols-90)),
+		wide:     cols >= 150,
+	}
+	b.nameW = min(42, max(16, cols-32-b.barW))
+	b.p = mpb.New(mpb.WithOutput(w), mpb.WithWidth(b.barW), mpb.WithRefreshRate(120*time.Millisecond))
+	appended := []decor.Decorator{
+		decor.AverageSpeed(decor.SizeB1024(0), " % .1f", decor.WC{W: 14}),
+		decor.OnComplete(decor.AverageETA(decor.ET_STYLE_MMSS, decor.WC{W: 8}), "   done "),
+	}
+	if b.wide {
+		appended = append(appended, decor.Any(func(decor.Statistics) string {
+			return fmt.Sprintf(" blobs: %d copied, %d mounted, %d present", b.copied.Load(), b.mounted.Load(), b.skipped.Load())
+		}))
 	}
 	b.total = b.p.New(0, mpb.BarStyle(),
 		mpb.BarPriority(1<<30), // always last
 		mpb.PrependDecorators(
-			decor.Name("total", decor.WC{W: 42, C: decor.DindentRight}),
+			decor.Any(func(decor.Statistics) string { return b.summary() }, decor.WC{W: 40, C: decor.DindentRight}),
 			decor.CountersKibiByte("% .1f / % .1f", decor.WC{W: 22}),
 		),
-		mpb.AppendDecorators(
-			decor.AverageSpeed(decor.SizeB1024(0), " % .1f", decor.WC{W: 14}),
-			decor.OnComplete(decor.AverageETA(decor.ET_STYLE_MMSS, decor.WC{W: 8}), "   done "),
-			decor.Any(func(decor.Statistics) string {
-				return fmt.Sprintf(" blobs: %d copied, %d mounted, %d present", b.copied.Load(), b.mounted.Load(), b.skipped.Load())
-			}),
-		),
+		mpb.AppendDecorators(appended...),
 	)
 	return b
 }
 
-func (b *bars) image(e fixup.Event, size int64) *imageBar {
-	if ib, ok := b.images[e.Image]; ok {
+// summary is the first part of the summary line: "images 37/60 done, 2
+// present, 1 failed".
+func (b *bars) summary() string {
+	s := fmt.Sprintf("images %d/%d done", b.done.Load()+b.present.Load(), b.seen.Load())
+	if n := b.present.Load(); n > 0 {
+		s += fmt.Sprintf(", %d present", n)
+	}
+	if n := b.failed.Load(); n > 0 {
+		s += fmt.Sprintf(", %d failed", n)
+	}
+	return s
+}
+
+// image returns the image's state, made on first sight.
+func (b *bars) image(name string) *imageBar {
+	if ib, ok := b.images[name]; ok {
 		return ib
 	}
-	ib := &imageBar{}
+	ib := &imageBar{name: name}
 	ib.state.Store("")
+	b.images[name] = ib
+	b.seen.Add(1)
+	return ib
+}
+
+// show gives ib a bar if there is a row for it, else queues it.
+func (b *bars) show(ib *imageBar) {
+	if ib.bar != nil || ib.closed {
+		return
+	}
+	if b.shown >= b.maxShown {
+		b.queue = append(b.queue, ib)
+		return
+	}
+	b.shown++
+	b.newBar(ib)
+}
+
+// newBar draws ib's bar, on a row of its own, or, after, in the row of the
+// bar that is ending (mpb swaps them in one frame: the display does not
+// grow).
+func (b *bars) newBar(ib *imageBar, after ...mpb.BarOption) {
 	counters := decor.CountersKibiByte("% .1f / % .1f", decor.WC{W: 22})
-	ib.bar = b.p.New(size, mpb.BarStyle(),
+	opts := append([]mpb.BarOption{mpb.BarRemoveOnComplete(),
 		mpb.PrependDecorators(
-			decor.Name(shorten(e.Image, 40), decor.WC{W: 42, C: decor.DindentRight}),
+			decor.Name(shorten(ib.name, b.nameW-2), decor.WC{W: b.nameW, C: decor.DindentRight}),
 			decor.Any(func(s decor.Statistics) string {
-				if ib.state.Load() == "present" {
-					return "already in target"
-				}
 				str, _ := counters.Decor(s)
 				return str
 			}, decor.WC{W: 22}),
 		),
 		mpb.AppendDecorators(decor.Any(func(s decor.Statistics) string {
-			if st := ib.state.Load().(string); st != "" {
-				return " " + st
-			}
 			if s.Total <= 0 {
 				return ""
 			}
-			return fmt.Sprintf(" %3d%%", s.Current*100/s.Total)
-		}, decor.WC{W: 8})),
-	)
-	b.images[e.Image] = ib
-	return ib
+			return fmt.Sprintf(" %3d%%", min(s.Current*100/s.Total, 100))
+		}, decor.WC{W: 8}))}, after...)
+	ib.bar = b.p.New(ib.size, mpb.BarStyle(), opts...)
+	ib.bar.SetCurrent(ib.cur)
+}
+
+// next returns the first image waiting for a row that is not done yet.
+func (b *bars) next() *imageBar {
+	for len(b.queue) > 0 {
+		ib := b.queue[0]
+		b.queue = b.queue[1:]
+		if !ib.closed {
+			return ib
+		}
+	}
+	return nil
 }
 
 func (b *bars) grow(n int64) {
@@ -123,17 +199,42 @@ func (b *bars) grow(n int64) {
 	b.total.SetTotal(b.sum, false)
 }
 
-func (ib *imageBar) finish(state string) {
+// finish ends ib in state: its bar goes away, its row goes to the next.
+func (b *bars) finish(ib *imageBar, state string) {
 	if ib.closed {
 		return
 	}
 	ib.closed = true
 	ib.state.Store(state)
-	if state == "failed" {
-		ib.bar.Abort(false)
+	switch state {
+	case "done":
+		b.done.Add(1)
+	case "present":
+		b.present.Add(1)
+	case "failed":
+		b.failed.Add(1)
+	}
+	if ib.bar == nil {
 		return
 	}
-	ib.bar.SetTotal(-1, true)
+	// The next image takes this one's row as it ends.
+	if nx := b.next(); nx != nil {
+		b.newBar(nx, mpb.BarQueueAfter(ib.bar))
+	} else {
+		b.shown--
+	}
+	if state == "done" || state == "present" {
+		ib.bar.SetTotal(-1, true)
+	} else {
+		ib.bar.Abort(true)
+	}
+}
+
+func (ib *imageBar) add(n int64) {
+	ib.cur += n
+	if ib.bar != nil {
+		ib.bar.IncrInt64(n)
+	}
 }
 
 func (b *bars) event(e fixup.Event) {
@@ -143,16 +244,18 @@ func (b *bars) event(e fixup.Event) {
 		return
 	}
 	switch e.Kind {
+	case fixup.ImageStarted:
+		b.image(e.Image)
 	case fixup.ImagePlanned:
-		b.image(e, e.Size)
+		ib := b.image(e.Image)
+		ib.size = e.Size
 		b.grow(e.Size)
+		b.show(ib)
 	case fixup.ImagePresent:
-		ib := b.image(e, 1)
-		ib.bar.SetCurrent(1)
-		ib.finish("present")
+		b.finish(b.image(e.Image), "present")
 	case fixup.BlobProgress:
 		if ib, ok := b.images[e.Image]; ok {
-			ib.bar.IncrInt64(e.Bytes)
+			ib.add(e.Bytes)
 		}
 		b.total.IncrInt64(e.Bytes)
 	case fixup.BlobCopied:
@@ -165,15 +268,15 @@ func (b *bars) event(e fixup.Event) {
 			b.skipped.Add(1)
 		}
 		if ib, ok := b.images[e.Image]; ok {
-			ib.bar.IncrInt64(e.Size)
+			ib.add(e.Size)
 		}
 		b.total.IncrInt64(e.Size)
 	case fixup.ImageDone:
 		if ib, ok := b.images[e.Image]; ok {
-			ib.finish("done")
+			b.finish(ib, "done")
 		}
 	case fixup.ImageFailed:
-		b.image(e, 0).finish("failed")
+		b.finish(b.image(e.Image), "failed")
 	}
 }
 
@@ -184,8 +287,12 @@ func (b *bars) wait() {
 		return
 	}
 	b.finished = true
+	b.queue = nil
 	for _, ib := range b.images {
-		ib.finish("stopped")
+		if !ib.closed && ib.bar != nil {
+			ib.closed = true
+			ib.bar.Abort(true)
+		}
 	}
 	b.total.SetTotal(-1, true)
 	b.mu.Unlock()

@@ -74,7 +74,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err := checkOutputs(inputFiles(path, sourceMap), out, saveBundle); err != nil {
 		return failure(stderr, "export", err)
 	}
-	rep := newReporter(stderr, quiet)
+	rep := newReporter(stderr, quiet, "the archive "+out)
 	opts := reg.client(jobs, refs.options(), rep.event)
 	opts.IncludeNonDistributable = foreign
 	in, err := loadInput(ctx, path, sourceMap, func() (*fixup.Client, error) { return fixup.NewClient(opts) })

@@ -151,7 +151,7 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err := checkOutputs(inputFiles(path, f.sourceMap), f.mappingFile, f.outputBundle, f.saveBundle); err != nil {
 		return failure(stderr, "fixup", err)
 	}
-	rep := newReporter(stderr, f.quiet)
+	rep := newReporter(stderr, f.quiet, "")
 	opts := f.registry.client(f.jobs, f.referrers.options(), rep.event)
 	opts.IncludeNonDistributable = f.foreign
 	client := func() (*fixup.Client, error) { return fixup.NewClient(opts) }

@@ -12,10 +12,21 @@ import (
 type progress struct {
 	mu     sync.Mutex
 	w      io.Writer
+	dest   string // where images go when events do not say
 	failed map[string]bool
 }
 
-func newProgress(w io.Writer) *progress { return &progress{w: w, failed: map[string]bool{}} }
+func newProgress(w io.Writer, dest string) *progress {
+	return &progress{w: w, dest: dest, failed: map[string]bool{}}
+}
+
+// target is where e's image goes.
+func (p *progress) target(e fixup.Event) string {
+	if e.Target == "" {
+		return p.dest
+	}
+	return e.Target
+}
 
 func (p *progress) wait() {}
 
@@ -24,11 +35,11 @@ func (p *progress) event(e fixup.Event) {
 	defer p.mu.Unlock()
 	switch e.Kind {
 	case fixup.ImagePlanned:
-		fmt.Fprintf(p.w, "copying  %s -> %s (%s, %s)\n", e.Image, e.Target, e.Digest, human(e.Size))
+		fmt.Fprintf(p.w, "copying  %s -> %s (%s, %s)\n", e.Image, p.target(e), e.Digest, human(e.Size))
 	case fixup.ImagePresent:
-		fmt.Fprintf(p.w, "present  %s -> %s (%s)\n", e.Image, e.Target, e.Digest)
+		fmt.Fprintf(p.w, "present  %s -> %s (%s)\n", e.Image, p.target(e), e.Digest)
 	case fixup.ImageDone:
-		fmt.Fprintf(p.w, "done     %s -> %s\n", e.Image, e.Target)
+		fmt.Fprintf(p.w, "done     %s -> %s\n", e.Image, p.target(e))
 	case fixup.ImageFailed:
 		// Once per image; the final error says why.
 		if !p.failed[e.Image] {
