@@ -80,6 +80,14 @@ type config struct {
 }
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == floorArg {
+		// The floor client, run by the bench as a process of its own.
+		if err := floorMain(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: floor:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var cfg config
 	flag.StringVar(&cfg.bin, "bin", "bin/cnab-relocate", "the cnab-relocate binary")
 	flag.StringVar(&cfg.crane, "crane", "", "the crane binary (default .tmp/bin/crane, installed with go install when missing)")
@@ -128,9 +136,13 @@ const (
 	// fixup of the archive into an empty registry (each run).
 	cnabExport = "cnab-relocate export (archive)"
 	cnabThick  = "cnab-relocate thick cold (archive)"
+	// The floor: the plainest registry-to-registry copy (floorCopy), cold,
+	// with 4 and 8 transfers at once.
+	floor4 = "floor cold, 4 at once"
+	floor8 = "floor cold, 8 at once"
 )
 
-var order = []string{cnabCold, cnabWarm, cnabSame, cnabExport, cnabThick, craneCold, craneWarm, craneSame, cnabBig, craneBig}
+var order = []string{cnabCold, cnabWarm, cnabSame, cnabExport, cnabThick, floor4, floor8, craneCold, craneWarm, craneSame, cnabBig, craneBig}
 
 type results struct {
 	cfg      config
@@ -327,14 +339,40 @@ func run(ctx context.Context, cfg config) error {
 				return checkTargets(ctx, tgt.reg, tgts, sc.images)
 			})
 		}
+		// The floor, cold, into fresh registries, with 4 and 8 at once.
+		floorCase := func() error {
+			for _, c := range []struct {
+				name string
+				jobs int
+			}{{floor4, 4}, {floor8, 8}} {
+				err := withTarget(ctx, cfg.latency, func(tgt *endpoint) error {
+					tgts, err := targets(tgt.host+"/bench", sc.refs)
+					if err != nil {
+						return err
+					}
+					m, err := observe(src, tgt, func() (measure, error) {
+						return floor(ctx, environ, dir, sc, tgts, c.jobs)
+					})
+					if err != nil {
+						return fmt.Errorf("%s: %w", c.name, err)
+					}
+					record(c.name, r, m)
+					return checkTargets(ctx, tgt.reg, tgts, sc.images)
+				})
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		}
 		// Every other run starts with crane, so that neither tool always
 		// goes first after seeding or after the other.
-		steps := []func() error{cnabCases, thickCase, craneCases, cnabSameCase, craneSameCase}
+		steps := []func() error{cnabCases, floorCase, thickCase, craneCases, cnabSameCase, craneSameCase}
 		if r%2 == 1 {
-			steps = []func() error{craneCases, cnabCases, thickCase, craneSameCase, cnabSameCase}
+			steps = []func() error{craneCases, floorCase, cnabCases, thickCase, craneSameCase, cnabSameCase}
 		}
 		if cfg.noCrane {
-			steps = []func() error{cnabCases, thickCase, cnabSameCase}
+			steps = []func() error{cnabCases, floorCase, thickCase, cnabSameCase}
 		}
 		for _, step := range steps {
 			if err := step(); err != nil {
