@@ -175,15 +175,25 @@ func TestReferrersTravel(t *testing.T) {
 		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || len(rep.Images) != 1 {
 			t.Fatalf("report: %v\n%s", err, r.stdout)
 		}
+		// Each tagged referrer, and the SBOM the tag schema index lists as
+		// an entry of its own, without a tag.
 		var got []string
+		sbomListed := false
 		for _, x := range rep.Images[0].Referrers {
-			got = append(got, x.Tag)
+			if x.Tag != "" {
+				got = append(got, x.Tag)
+			} else if x.Digest == s.sbom.Digest {
+				sbomListed = true
+			}
 		}
 		slices.Sort(got)
 		want := slices.Clone(s.tagNames)
 		slices.Sort(want)
 		if !slices.Equal(got, want) {
-			t.Errorf("report lists referrers %v, want %v", got, want)
+			t.Errorf("report lists tagged referrers %v, want %v", got, want)
+		}
+		if !sbomListed {
+			t.Errorf("report does not list the SBOM %s found through the index:\n%s", s.sbom.Digest, r.stdout)
 		}
 		// The relocation mapping stays as CNAB defines it: images only.
 		var m map[string]string

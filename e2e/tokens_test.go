@@ -32,9 +32,9 @@ func TestExpiringTokens(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			auth := tc.auth
 			dst := registrytest.Start(t, registrytest.Options{TokenAuth: &auth})
-			// Every request 150 ms late, one blob at a time: the run outlives
+			// Every request 250 ms late, one blob at a time: the run outlives
 			// many tokens.
-			slow := registrytest.NewProxy(dst, registrytest.ProxyOptions{Latency: 150 * time.Millisecond})
+			slow := registrytest.NewProxy(dst, registrytest.ProxyOptions{Latency: 250 * time.Millisecond})
 			defer slow.Close()
 			mapPath := filepath.Join(t.TempDir(), "m.json")
 			start := time.Now()

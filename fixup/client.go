@@ -85,7 +85,11 @@ func (c *Client) source(src Source, entries []PlanEntry, m relocation.ImageReloc
 }
 
 func (c *Client) registryTarget() target {
-	return registryTarget{r: c.resolver, tracker: c.tracker}
+	t := registryTarget{r: c.resolver, tracker: c.tracker}
+	if api, ok := c.resolver.(pushAPI); ok {
+		t.api = api
+	}
+	return t
 }
 
 // parseRef parses a reference given to a Client method; what names the

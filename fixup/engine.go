@@ -613,43 +613,50 @@ func (r sourceReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// readErr remembers the error of the reader, so a failed copy can say
-// which side failed.
-type readErr struct {
-	r   io.Reader
-	err error
-}
-
-func (r *readErr) Read(p []byte) (int, error) {
-	n, err := r.r.Read(p)
-	if err != nil && err != io.EOF {
-		r.err = err
-	}
-	return n, err
-}
-
-// progressWriter reports written bytes in steps of at least 1 MiB.
-type progressWriter struct {
-	w       io.Writer
+// progress reports bytes in steps of at least 1 MiB.
+type progress struct {
 	pending int64
 	flush   func(int64)
 }
 
-func (p *progressWriter) Write(b []byte) (int, error) {
-	n, err := p.w.Write(b)
+func (p *progress) add(n int) {
 	p.pending += int64(n)
 	if p.pending >= 1<<20 {
 		p.flush(p.pending)
 		p.pending = 0
 	}
-	return n, err
 }
 
-func (p *progressWriter) done() {
+// done reports what is left.
+func (p *progress) done() {
 	if p.pending > 0 {
 		p.flush(p.pending)
 		p.pending = 0
 	}
+}
+
+// progressWriter reports the bytes written.
+type progressWriter struct {
+	w io.Writer
+	progress
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.add(n)
+	return n, err
+}
+
+// progressReader reports the bytes read.
+type progressReader struct {
+	io.ReadCloser
+	progress
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.ReadCloser.Read(b)
+	p.add(n)
+	return n, err
 }
 
 // retryWait is the wait before retry attempt+1 after err: the server's
@@ -697,6 +704,14 @@ func retryable(err error) bool {
 	}
 	var us remoteserrors.ErrUnexpectedStatus
 	if errors.As(err, &us) {
+		if us.StatusCode == http.StatusBadRequest && bytes.Contains(us.Body, []byte("DIGEST_INVALID")) {
+			// Everything sent was verified first (a blob whose bytes do
+			// not match never reaches its end): a registry that finds
+			// otherwise was writing the same content for another client
+			// at that moment, as distribution 2.8 does under overlapping
+			// jobs. Another try finds it written.
+			return true
+		}
 		return transientStatus(us.StatusCode)
 	}
 	if m := fetchStatus.FindStringSubmatch(err.Error()); m != nil {

@@ -19,7 +19,9 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/cnabio/cnab-relocate/internal/readerr"
 	"github.com/cnabio/cnab-relocate/layout"
+	"github.com/cnabio/cnab-relocate/resolver"
 )
 
 // target is where the engine puts content: registries, or an OCI image
@@ -41,10 +43,10 @@ type target interface {
 	lookup(ctx context.Context, j *job, d digest.Digest) (ocispec.Descriptor, error)
 	// putBlob stores desc in host/repo: mounted from one of mountFrom
 	// (repositories of the same host) where it can, else read from open.
-	// It says how: copied, mounted or already there. progress gets the
+	// It says how: copied, mounted or already there. report gets the
 	// bytes uploaded as they go. Errors from open and its reader are
 	// returned as they are.
-	putBlob(ctx context.Context, host, repo string, desc ocispec.Descriptor, mountFrom []string, open func(context.Context) (io.ReadCloser, error), progress func(int64)) (EventKind, error)
+	putBlob(ctx context.Context, host, repo string, desc ocispec.Descriptor, mountFrom []string, open func(context.Context) (io.ReadCloser, error), report func(int64)) (EventKind, error)
 	// putManifest stores a manifest or index of j, byte for byte, under tag
 	// (in j's target repository) when tag is not "", or under j's target
 	// name when root is true. It reports false when it was there already.
@@ -68,6 +70,16 @@ type taggedNode struct {
 type registryTarget struct {
 	r       remotes.Resolver
 	tracker docker.StatusTracker // nil: a mount counts as already there
+	// api, when the resolver offers it (this module's does), pushes with
+	// fewer requests than containerd's pusher: no HEAD before a blob's
+	// upload or mount, nor before a manifest's PUT.
+	api pushAPI
+}
+
+// pushAPI is the push half of *resolver.Resolver.
+type pushAPI interface {
+	PushBlob(ctx context.Context, repo string, desc ocispec.Descriptor, mountFrom string, open func(context.Context) (io.ReadCloser, error)) (resolver.BlobPush, error)
+	PushManifest(ctx context.Context, repo, ref, mediaType string, data []byte) error
 }
 
 func (t registryTarget) locate(n reference.Named) (string, string) {
@@ -107,7 +119,10 @@ func (t registryTarget) ingester(ctx context.Context, ref string) (content.Inges
 	return ing, nil
 }
 
-func (t registryTarget) putBlob(ctx context.Context, host, repo string, desc ocispec.Descriptor, mountFrom []string, open func(context.Context) (io.ReadCloser, error), progress func(int64)) (_ EventKind, retErr error) {
+func (t registryTarget) putBlob(ctx context.Context, host, repo string, desc ocispec.Descriptor, mountFrom []string, open func(context.Context) (io.ReadCloser, error), report func(int64)) (_ EventKind, retErr error) {
+	if t.api != nil {
+		return t.pushBlob(ctx, host, repo, desc, mountFrom, open, report)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	// On failure, cancelling first aborts the upload request whose body
 	// was not completed (the verifier withholds the last bytes of content
@@ -152,11 +167,11 @@ func (t registryTarget) putBlob(ctx context.Context, host, repo string, desc oci
 		return "", err
 	}
 	defer rc.Close()
-	src := &readErr{r: rc}
-	pw := &progressWriter{w: w, flush: progress}
+	src := &readerr.Reader{R: rc}
+	pw := &progressWriter{w: w, progress: progress{flush: report}}
 	if _, err := io.Copy(pw, src); err != nil {
-		if src.err != nil {
-			return "", src.err
+		if src.Err != nil {
+			return "", src.Err
 		}
 		return "", err
 	}
@@ -164,6 +179,36 @@ func (t registryTarget) putBlob(ctx context.Context, host, repo string, desc oci
 	if err := w.Commit(ctx, desc.Size, desc.Digest); err != nil {
 		return "", err
 	}
+	return BlobCopied, nil
+}
+
+// pushBlob is putBlob through the resolver's own push: one POST that
+// mounts the blob (from the first of mountFrom, or from repo itself, which
+// finds it when it is there already), else one PUT of its bytes.
+func (t registryTarget) pushBlob(ctx context.Context, host, repo string, desc ocispec.Descriptor, mountFrom []string, open func(context.Context) (io.ReadCloser, error), report func(int64)) (EventKind, error) {
+	from := ""
+	if len(mountFrom) > 0 {
+		from = mountFrom[0]
+	}
+	var pr *progressReader
+	how, err := t.api.PushBlob(ctx, host+"/"+repo, desc, from, func(ctx context.Context) (io.ReadCloser, error) {
+		rc, err := open(ctx)
+		if err != nil {
+			return nil, err
+		}
+		pr = &progressReader{ReadCloser: rc, progress: progress{flush: report}}
+		return pr, nil
+	})
+	if err != nil {
+		return "", err
+	}
+	switch how {
+	case resolver.BlobMounted:
+		return BlobMounted, nil
+	case resolver.BlobExisted:
+		return BlobSkipped, nil
+	}
+	pr.done()
 	return BlobCopied, nil
 }
 
@@ -186,6 +231,13 @@ func (t registryTarget) putManifest(ctx context.Context, j *job, n node, tag str
 	}
 	if tag != "" {
 		ref += ":" + tag
+	}
+	if t.api != nil {
+		ref := tag
+		if ref == "" {
+			ref = n.desc.Digest.String()
+		}
+		return true, t.api.PushManifest(ctx, reference.TrimNamed(j.target).String(), ref, n.desc.MediaType, n.data)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var w content.Writer
@@ -312,7 +364,7 @@ func (t layoutTarget) lookup(ctx context.Context, j *job, d digest.Digest) (ocis
 	return ocispec.Descriptor{}, fmt.Errorf("%s in %s: %w", j.img.Ref, t.store.Dir(), ErrNotFound)
 }
 
-func (t layoutTarget) putBlob(ctx context.Context, _, _ string, desc ocispec.Descriptor, _ []string, open func(context.Context) (io.ReadCloser, error), progress func(int64)) (EventKind, error) {
+func (t layoutTarget) putBlob(ctx context.Context, _, _ string, desc ocispec.Descriptor, _ []string, open func(context.Context) (io.ReadCloser, error), report func(int64)) (EventKind, error) {
 	if t.store.Exists(desc) {
 		return BlobSkipped, nil
 	}
@@ -321,11 +373,11 @@ func (t layoutTarget) putBlob(ctx context.Context, _, _ string, desc ocispec.Des
 		return "", err
 	}
 	defer rc.Close()
-	src := &readErr{r: rc}
-	pw := &progressWriter{w: io.Discard, flush: progress}
+	src := &readerr.Reader{R: rc}
+	pw := &progressWriter{w: io.Discard, progress: progress{flush: report}}
 	if err := t.store.WriteBlob(ctx, desc, io.TeeReader(src, pw)); err != nil {
-		if src.err != nil {
-			return "", src.err
+		if src.Err != nil {
+			return "", src.Err
 		}
 		if ctx.Err() != nil {
 			return "", ctx.Err()

@@ -8,10 +8,10 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/cnabio/cnab-relocate/internal/retry"
 
-	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/remotes"
 	"github.com/containerd/containerd/remotes/docker"
 	"github.com/distribution/reference"
@@ -27,6 +27,7 @@ type Resolver struct {
 	hosts   *hosts
 	ua      string
 	tracker docker.StatusTracker
+	noMount sync.Map // registry host -> true: it declined a mount
 }
 
 // maxTagPages bounds tag list pagination.
@@ -106,52 +107,10 @@ func (r *Resolver) getJSON(ctx context.Context, named reference.Named, path, acc
 	return found, link, nil
 }
 
-// get sends an authorised GET for path under /v2/<repo>, answering the
-// registry's auth challenge once, as containerd's requests do.
+// get sends an authorised GET for path under /v2/<repo>, with pull scope.
 func (r *Resolver) get(ctx context.Context, named reference.Named, path, accept string) (*http.Response, error) {
-	domain := reference.Domain(named)
-	hs, err := r.hosts.registryHosts(domain)
-	if err != nil {
-		return nil, err
-	}
-	host := hs[0]
 	ctx = docker.WithScope(ctx, "repository:"+reference.Path(named)+":pull")
-	u := host.Scheme + "://" + host.Host + host.Path + "/" + reference.Path(named) + path
-	var responses []*http.Response
-	for attempt := 0; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Accept", accept)
-		req.Header.Set("User-Agent", r.ua)
-		if host.Authorizer != nil {
-			if err := host.Authorizer.Authorize(ctx, req); err != nil {
-				return nil, fmt.Errorf("registry %s: %w", domain, err)
-			}
-		}
-		resp, err := host.Client.Do(req)
-		if err != nil {
-			return nil, fmt.Errorf("registry %s: %w", domain, err)
-		}
-		if resp.StatusCode != http.StatusUnauthorized || host.Authorizer == nil {
-			return resp, nil
-		}
-		// Also after the retry: the authorizer tells refused credentials
-		// (an *AuthError naming the user and where they came from).
-		responses = append(responses, resp)
-		if err := host.Authorizer.AddResponses(ctx, responses); err != nil {
-			if errdefs.IsNotImplemented(err) {
-				return resp, nil
-			}
-			resp.Body.Close()
-			return nil, err
-		}
-		if attempt > 0 {
-			return resp, nil
-		}
-		resp.Body.Close()
-	}
+	return r.send(ctx, named, http.MethodGet, path, nil, http.Header{"Accept": {accept}})
 }
 
 // unsupported reports whether a registry answered that it has no such

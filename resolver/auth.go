@@ -218,7 +218,7 @@ func (a *authorizer) bearerChallenge(c auth.Challenge, responses []*http.Respons
 	if !ok {
 		return nil
 	}
-	if last.Request.Method == http.MethodPost && last.Request.URL.Query().Has("mount") {
+	if mountFromOther(last.Request) {
 		// The token may not read the repository to mount from: let
 		// containerd upload the blob instead, without asking again.
 		return fmt.Errorf("cross-repository mount refused: %w", errdefs.ErrNotImplemented)
@@ -249,7 +249,7 @@ func (a *authorizer) AddResponses(ctx context.Context, responses []*http.Respons
 	}
 	// A 401 to a cross-repository mount says the source repository may not
 	// be read: containerd then uploads the blob instead. Not a failed login.
-	mount := last.Request.Method == http.MethodPost && last.Request.URL.Query().Has("mount")
+	mount := mountFromOther(last.Request)
 	if sent := last.Request.Header.Get("Authorization"); sent != "" && last.StatusCode == http.StatusUnauthorized && !mount {
 		basic := false
 		for _, c := range auth.ParseAuthHeader(last.Header) {
@@ -282,6 +282,18 @@ func (a *authorizer) AddResponses(ctx context.Context, responses []*http.Respons
 		return err // includes errdefs.ErrNotImplemented, which containerd expects as is
 	}
 	return nil
+}
+
+// mountFromOther reports whether req asks for a cross-repository mount
+// from another repository than its own (a mount from its own repository is
+// how PushBlob asks whether a blob is there: its 401 is any request's).
+func mountFromOther(req *http.Request) bool {
+	q := req.URL.Query()
+	if req.Method != http.MethodPost || !q.Has("mount") {
+		return false
+	}
+	repo, ok := strings.CutSuffix(strings.TrimPrefix(req.URL.Path, "/v2/"), "/blobs/uploads/")
+	return !ok || q.Get("from") != repo
 }
 
 // rejected is the error for credentials the registry refused.

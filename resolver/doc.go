@@ -35,5 +35,8 @@
 //     and manifest PUTs stream through a pipe and are never replayed;
 //     callers retry them whole (fixup does).
 //   - Beyond containerd's resolver, [Resolver] lists tags and asks the OCI
-//     1.1 referrers API, with the same hosts, TLS and credentials.
+//     1.1 referrers API, with the same hosts, TLS and credentials, and
+//     pushes with fewer requests than containerd's pusher:
+//     [Resolver.PushBlob] (no HEAD before a blob) and
+//     [Resolver.PushManifest] (none before a manifest).
 package resolver

@@ -1,0 +1,133 @@
+package resolver_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/cnabio/cnab-relocate/resolver"
+)
+
+// TestPushBlobRequests: on registries that mount, a blob costs one POST
+// when it is there already or can be mounted, and POST + PUT otherwise:
+// no HEAD. On one that does not (go-containerregistry's), the first
+// declined mount from a repository that has the blob makes every later
+// blob looked for first, so that what is there is still not uploaded.
+func TestPushBlobRequests(t *testing.T) {
+	for _, impl := range registrytest.Impls {
+		t.Run(impl.String(), func(t *testing.T) {
+			reg := registrytest.Start(t, registrytest.Options{Impl: impl})
+			p := registrytest.NewProxy(reg, registrytest.ProxyOptions{})
+			defer p.Close()
+			r, err := resolver.New(resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			data := registrytest.RandomBytes(7, 4096)
+			desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: digest.FromBytes(data), Size: int64(len(data))}
+			opened := 0
+			open := func(context.Context) (io.ReadCloser, error) {
+				opened++
+				return io.NopCloser(bytes.NewReader(data)), nil
+			}
+			mounts := impl != registrytest.GGCR
+			step := func(name, repo, from string, want resolver.BlobPush, wantOpened int, wantCounts map[string]int) {
+				t.Helper()
+				p.Reset()
+				opened = 0
+				got, err := r.PushBlob(ctx, p.Host+"/"+repo, desc, from, open)
+				if err != nil {
+					t.Fatalf("%s: PushBlob: %v", name, err)
+				}
+				if got != want || opened != wantOpened {
+					t.Errorf("%s: PushBlob = %v, opened %d times; want %v, %d", name, got, opened, want, wantOpened)
+				}
+				if diff := cmp.Diff(wantCounts, p.Counts()); diff != "" {
+					t.Errorf("%s: requests (-want +got):\n%s", name, diff)
+				}
+			}
+
+			step("cold", "team/a", "", resolver.BlobUploaded, 1, map[string]int{"POST mount": 1, "PUT blob": 1})
+			if got, err := reg.Client().GetBlob(ctx, "team/a", desc.Digest); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("team/a has %d bytes of the blob (%v); want the %d pushed", len(got), err, len(data))
+			}
+			if mounts {
+				step("there already", "team/a", "", resolver.BlobExisted, 0, map[string]int{"POST mount": 1})
+				step("mounted", "team/b", "team/a", resolver.BlobMounted, 0, map[string]int{"POST mount": 1})
+			} else {
+				// Declined: looked for, found (this registry keeps blobs
+				// for all its repositories), not uploaded.
+				step("mount declined", "team/b", "team/a", resolver.BlobExisted, 0, map[string]int{"POST mount": 1, "HEAD blob": 1})
+				step("there already", "team/a", "", resolver.BlobExisted, 0, map[string]int{"HEAD blob": 1})
+			}
+			if ok, err := reg.Client().BlobExists(ctx, "team/b", desc.Digest); err != nil || !ok {
+				t.Errorf("team/b has the blob: %v, %v; want true", ok, err)
+			}
+		})
+	}
+}
+
+// TestPushBlobBadBody: content that fails on the way is never stored, and
+// its error is PushBlob's as it is.
+func TestPushBlobBadBody(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	r, err := resolver.New(resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	data := registrytest.RandomBytes(8, 1<<20)
+	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: digest.FromBytes(data), Size: int64(len(data))}
+	broken := io.ErrClosedPipe
+	_, err = r.PushBlob(ctx, reg.Host+"/team/a", desc, "", func(context.Context) (io.ReadCloser, error) {
+		return io.NopCloser(io.MultiReader(bytes.NewReader(data[:len(data)/2]), failingReader{broken})), nil
+	})
+	if err != broken {
+		t.Errorf("PushBlob = %v; want the body's error %v as it is", err, broken)
+	}
+	if ok, err := reg.Client().BlobExists(ctx, "team/a", desc.Digest); err != nil || ok {
+		t.Errorf("team/a has the blob: %v, %v; want false", ok, err)
+	}
+}
+
+// failingReader is a reader that fails.
+type failingReader struct{ err error }
+
+func (r failingReader) Read([]byte) (int, error) { return 0, r.err }
+
+// TestPushManifest: one PUT, byte for byte, under a tag.
+func TestPushManifest(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	p := registrytest.NewProxy(reg, registrytest.ProxyOptions{})
+	defer p.Close()
+	ctx := context.Background()
+	img, err := reg.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "team/a", Tag: "1", Layers: []int{100}, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, desc, err := reg.Client().GetManifest(ctx, "team/a", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := resolver.New(resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.PushManifest(ctx, p.Host+"/team/a", "2", desc.MediaType, data); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[string]int{"PUT manifest": 1}, p.Counts()); diff != "" {
+		t.Errorf("requests (-want +got):\n%s", diff)
+	}
+	got, gdesc, err := reg.Client().GetManifest(ctx, "team/a", "2")
+	if err != nil || !bytes.Equal(got, data) || gdesc.Digest != img.Root.Digest {
+		t.Errorf("team/a:2 = %s (%v); want the bytes of %s", gdesc.Digest, err, img.Root.Digest)
+	}
+}
