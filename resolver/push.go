@@ -136,6 +136,10 @@ func (r *Resolver) pushBlob(ctx context.Context, named reference.Named, desc oci
 		return 0, err
 	}
 	req.ContentLength = desc.Size
+	if desc.Size == 0 {
+		// Else net/http sends a body of unknown length, chunked.
+		req.Body, req.GetBody = http.NoBody, nil
+	}
 	req.Header.Set("Content-Type", "application/octet-stream")
 	req.Header.Set("User-Agent", r.ua)
 	host, err := r.host(named)
