@@ -49,7 +49,9 @@ type target interface {
 	putBlob(ctx context.Context, host, repo string, desc ocispec.Descriptor, mountFrom []string, open func(context.Context) (io.ReadCloser, error), report func(int64)) (EventKind, error)
 	// putManifest stores a manifest or index of j, byte for byte, under tag
 	// (in j's target repository) when tag is not "", or under j's target
-	// name when root is true. It reports false when it was there already.
+	// name when root is true. It reports false when it found it there already
+	// (containerd's pusher asks first; the resolver's own push does not, and
+	// reports true).
 	putManifest(ctx context.Context, j *job, n node, tag string, root bool) (bool, error)
 	// referrerIndexes makes the referrers of j found without a tag (through
 	// a referrers API) findable in the target, and returns the tag schema
