@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"os"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -17,45 +16,23 @@ import (
 // vfork+exec, and Linux then counts the parent's high-water mark as the
 // child's, so every child would report at least the bench's own peak.)
 func watchRSS(pid int) (stop func() int64) {
-	var peak atomic.Int64
-	done := make(chan struct{})
-	finished := make(chan struct{})
 	path := "/proc/" + strconv.Itoa(pid) + "/status"
-	sample := func() {
+	return pollPeak(func() (int64, bool) {
 		data, err := os.ReadFile(path)
 		if err != nil {
-			return
+			return 0, false
 		}
 		i := bytes.Index(data, []byte("VmHWM:"))
 		if i < 0 {
-			return // exiting: its memory is gone
+			return 0, false // exiting: its memory is gone
 		}
 		f := bytes.Fields(data[i+len("VmHWM:"):])
 		if len(f) < 2 || string(f[1]) != "kB" {
-			return
+			return 0, false
 		}
-		if kb, err := strconv.ParseInt(string(f[0]), 10, 64); err == nil && kb*1024 > peak.Load() {
-			peak.Store(kb * 1024)
-		}
-	}
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(10 * time.Millisecond)
-		defer t.Stop()
-		for {
-			sample()
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return func() int64 {
-		close(done)
-		<-finished
-		return peak.Load()
-	}
+		kb, err := strconv.ParseInt(string(f[0]), 10, 64)
+		return kb * 1024, err == nil
+	})
 }
 
 // clockTick is the unit of utime and stime in /proc/PID/stat (USER_HZ,

@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/distribution/reference"
@@ -242,10 +241,7 @@ func withTMPDIR(environ []string, dir string) []string {
 // watchDir polls the total size of the files under dir every 10 ms until
 // stop is called, and stop returns the largest it saw.
 func watchDir(dir string) (stop func() int64) {
-	var peak atomic.Int64
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	sample := func() {
+	return pollPeak(func() (int64, bool) {
 		var n int64
 		filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
 			if err == nil && !d.IsDir() {
@@ -255,16 +251,25 @@ func watchDir(dir string) (stop func() int64) {
 			}
 			return nil
 		})
-		if n > peak.Load() {
-			peak.Store(n)
-		}
-	}
+		return n, true
+	})
+}
+
+// pollPeak calls sample now and every 10 ms until stop is called, and stop
+// returns the largest value sample gave (ignoring those it did not vouch
+// for with ok).
+func pollPeak(sample func() (v int64, ok bool)) (stop func() int64) {
+	var peak int64
+	done := make(chan struct{})
+	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
 		t := time.NewTicker(10 * time.Millisecond)
 		defer t.Stop()
 		for {
-			sample()
+			if v, ok := sample(); ok && v > peak {
+				peak = v
+			}
 			select {
 			case <-done:
 				return
@@ -275,7 +280,7 @@ func watchDir(dir string) (stop func() int64) {
 	return func() int64 {
 		close(done)
 		<-finished
-		return peak.Load()
+		return peak
 	}
 }
 
