@@ -218,15 +218,19 @@ func (b *bars) finish(ib *imageBar, state string) {
 		return
 	}
 	// The next image takes this one's row as it ends.
-	if nx := b.next(); nx != nil {
+	nx := b.next()
+	if nx != nil {
 		b.newBar(nx, mpb.BarQueueAfter(ib.bar))
-	} else {
-		b.shown--
 	}
 	if state == "done" || state == "present" {
 		ib.bar.SetTotal(-1, true)
 	} else {
 		ib.bar.Abort(true)
+	}
+	if nx == nil {
+		// The row is free once mpb has drawn this bar for the last time:
+		// a bar added before that would be drawn with it, one row too many.
+		go b.release(ib.bar)
 	}
 }
 
@@ -297,6 +301,22 @@ func (b *bars) wait() {
 	b.total.SetTotal(-1, true)
 	b.mu.Unlock()
 	b.p.Wait()
+}
+
+// release frees the row of bar, ended, once it is gone from the display:
+// the next image waiting for a row, if one came meanwhile, takes it.
+func (b *bars) release(bar *mpb.Bar) {
+	bar.Wait()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.finished {
+		return
+	}
+	if nx := b.next(); nx != nil {
+		b.newBar(nx)
+		return
+	}
+	b.shown--
 }
 
 // shorten keeps the end of s, which names the image, within n runes.
