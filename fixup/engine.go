@@ -2,7 +2,6 @@ package fixup
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,7 +21,6 @@ import (
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/cnabio/cnab-relocate/internal/retry"
 	"github.com/cnabio/cnab-relocate/internal/verify"
@@ -140,49 +138,23 @@ func (e *engine) failJob(j *job, err error) {
 }
 
 // run copies every job's image: plan each (find its root, skip it when the
-// target has it, read its manifests and referrers), then the blobs of all
-// images, each unique blob once per target namespace, biggest first; then
-// each image's manifests, children before parents, the root last. A job
-// that fails keeps its error (see job.result) and the others go on; run
-// returns an error only when ctx ends.
+// target has it, read its manifests and referrers), then place its blobs,
+// each unique blob once per target namespace, biggest first, then push its
+// manifests, children before parents, the root last. A source that can be
+// read in any order runs as a pipeline (see pipeline); a stream (a thick
+// archive) is planned whole, then read once, and no manifest is pushed
+// before the whole stream has been read and checked. A job that fails
+// keeps its error (see job.result) and the others go on; run returns an
+// error only when ctx ends.
 func (e *engine) run(ctx context.Context, jobs []*job) error {
 	ctx = withoutLogs(ctx)
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(e.c.jobs)
-	for _, j := range jobs {
-		g.Go(func() error {
-			j.start = time.Now()
-			if err := e.plan(gctx, j); err != nil {
-				e.failJob(j, err)
-			}
-			return ctx.Err()
-		})
+	var err error
+	if ss, ok := streamOf(e.src); ok {
+		err = e.runStream(ctx, ss, jobs)
+	} else {
+		err = e.runPipeline(ctx, jobs)
 	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
-
-	if err := e.copyBlobs(ctx, jobs); err != nil {
-		return err
-	}
-
-	g, gctx = errgroup.WithContext(ctx)
-	g.SetLimit(e.c.jobs)
-	for _, j := range jobs {
-		if j.graph == nil || j.failedErr() != nil {
-			continue
-		}
-		g.Go(func() error {
-			if err := e.pushManifests(gctx, j); err != nil {
-				e.failJob(j, err)
-				return ctx.Err()
-			}
-			e.emit(Event{Kind: ImageDone, Image: j.img.Ref, Target: e.dst.display(j), Digest: j.root.Digest})
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	if err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -196,6 +168,84 @@ func (e *engine) run(ctx context.Context, jobs []*job) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// planAll plans every job, e.c.jobs at once, and calls done with each
+// once it is planned (or found present, or failed).
+func (e *engine) planAll(ctx context.Context, jobs []*job, done func(*job)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, e.c.jobs)
+	for _, j := range jobs {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			j.start = time.Now()
+			if err := e.plan(ctx, j); err != nil {
+				e.failJob(j, err)
+			}
+			done(j)
+		})
+	}
+	wg.Wait()
+}
+
+// runStream plans every job, reads the stream once to place the blobs,
+// then pushes the manifests of the images whose blobs are all in.
+func (e *engine) runStream(ctx context.Context, ss streamSource, jobs []*job) error {
+	e.planAll(ctx, jobs, func(*job) {})
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	tasks := map[string]*blobTask{}
+	var order []*blobTask
+	for _, j := range jobs {
+		if j.graph == nil || j.failedErr() != nil {
+			continue
+		}
+		for _, b := range j.graph.blobs {
+			key := j.host + "\x00" + b.Digest.String()
+			t, ok := tasks[key]
+			if !ok {
+				t = &blobTask{desc: b, host: j.host, users: map[string][]*job{}}
+				tasks[key] = t
+				order = append(order, t)
+			}
+			if _, ok := t.users[j.repo]; !ok {
+				t.repos = append(t.repos, j.repo)
+			}
+			t.users[j.repo] = append(t.users[j.repo], j)
+		}
+	}
+	if err := e.streamBlobs(ctx, ss, order); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, e.c.jobs)
+	for _, j := range jobs {
+		if j.graph == nil || j.failedErr() != nil {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			e.pushImage(ctx, j)
+		})
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// pushImage pushes the manifests of j, whose blobs are all in place, and
+// says it is done, or fails it.
+func (e *engine) pushImage(ctx context.Context, j *job) {
+	if j.failedErr() != nil || ctx.Err() != nil {
+		return
+	}
+	if err := e.pushManifests(ctx, j); err != nil {
+		e.failJob(j, err)
+		return
+	}
+	e.emit(Event{Kind: ImageDone, Image: j.img.Ref, Target: e.dst.display(j), Digest: j.root.Digest})
 }
 
 // plan fills in j's target, root and graph, or marks it present.
@@ -351,6 +401,14 @@ type blobTask struct {
 	users map[string][]*job // repo -> images needing the blob there
 	done  []string          // repositories that have it now
 	again []string          // repositories to place it in on the next pass of a stream
+
+	// Of a pipeline (see pipeline), under its lock:
+	state   map[string]placement // repo -> where the blob stands there
+	errs    map[string]error     // repo -> why it failed there
+	pending []string             // repositories waiting for a worker
+	queued  bool                 // in the pipeline's queue
+	running bool                 // a worker places it
+	seq     int                  // order of arrival in the queue
 }
 
 // live returns the images that need t's blob in repo and have not failed.
@@ -361,45 +419,6 @@ func (t *blobTask) live(repo string) []*job {
 // opener opens a blob's bytes, as they are at the source: putBlob checks
 // them against the blob's descriptor.
 type opener func(context.Context) (io.ReadCloser, error)
-
-func (e *engine) copyBlobs(ctx context.Context, jobs []*job) error {
-	tasks := map[string]*blobTask{}
-	var order []*blobTask
-	for _, j := range jobs {
-		if j.graph == nil || j.failedErr() != nil {
-			continue
-		}
-		for _, b := range j.graph.blobs {
-			key := j.host + "\x00" + b.Digest.String()
-			t, ok := tasks[key]
-			if !ok {
-				t = &blobTask{desc: b, host: j.host, users: map[string][]*job{}}
-				tasks[key] = t
-				order = append(order, t)
-			}
-			if _, ok := t.users[j.repo]; !ok {
-				t.repos = append(t.repos, j.repo)
-			}
-			t.users[j.repo] = append(t.users[j.repo], j)
-		}
-	}
-	if ss, ok := streamOf(e.src); ok {
-		// A stream has its own order: the archive's.
-		return e.streamBlobs(ctx, ss, order)
-	}
-	// Biggest first, so the tail is short.
-	slices.SortStableFunc(order, func(a, b *blobTask) int { return cmp.Compare(b.desc.Size, a.desc.Size) })
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(e.c.jobs)
-	for _, t := range order {
-		g.Go(func() error {
-			e.copyBlob(gctx, t, t.repos, nil)
-			return ctx.Err()
-		})
-	}
-	return g.Wait()
-}
 
 // copyBlob puts t's blob into each of repos: the first by upload (or by
 // mount from the source when source and target share a registry), the
@@ -415,13 +434,7 @@ func (e *engine) copyBlob(ctx context.Context, t *blobTask, repos []string, open
 		}
 		// The first image streams the bytes and gets the credit.
 		owner := users[0]
-		mountFrom := slices.Clone(t.done)
-		if len(mountFrom) == 0 {
-			if h, r := e.src.Location(owner.img); h == t.host && r != "" {
-				mountFrom = append(mountFrom, r)
-			}
-		}
-		kind, err := e.putBlob(ctx, owner, repo, t.desc, mountFrom, open)
+		kind, err := e.putBlob(ctx, owner, repo, t.desc, e.mountFrom(t, owner), open)
 		if errors.Is(err, errNextPass) && ctx.Err() == nil {
 			t.again = append(t.again, repo)
 			continue
@@ -433,14 +446,33 @@ func (e *engine) copyBlob(ctx context.Context, t *blobTask, repos []string, open
 			continue
 		}
 		t.done = append(t.done, repo)
-		for i, u := range users {
-			k := kind
-			if i > 0 {
-				k = BlobSkipped
-			}
-			u.add(k, t.desc.Size)
-			e.emit(Event{Kind: k, Image: u.img.Ref, Target: e.dst.display(u), Digest: t.desc.Digest, Size: t.desc.Size})
+		e.credit(t, users, kind)
+	}
+}
+
+// mountFrom returns the repositories t's blob can be mounted from when
+// owner's image places it: those of the target that have it, else the
+// source repository when it is on the same registry.
+func (e *engine) mountFrom(t *blobTask, owner *job) []string {
+	from := slices.Clone(t.done)
+	if len(from) == 0 {
+		if h, r := e.src.Location(owner.img); h == t.host && r != "" {
+			from = append(from, r)
 		}
+	}
+	return from
+}
+
+// credit counts t's blob, placed as kind, for the images in users: the
+// first placed it, the others find it there.
+func (e *engine) credit(t *blobTask, users []*job, kind EventKind) {
+	for i, u := range users {
+		k := kind
+		if i > 0 {
+			k = BlobSkipped
+		}
+		u.add(k, t.desc.Size)
+		e.emit(Event{Kind: k, Image: u.img.Ref, Target: e.dst.display(u), Digest: t.desc.Digest, Size: t.desc.Size})
 	}
 }
 

@@ -347,6 +347,17 @@ func faultReset(w http.ResponseWriter, r *http.Request, status int, data []byte,
 // transport at all), and returns the result and the error.
 func stubRelocate(t *testing.T, src, dst *regStub, retries, transportRetries int, imgs ...stubImage) (*Result, error) {
 	t.Helper()
+	return stubRelocateWith(t, src, dst, retries, transportRetries, 4, imgs...)
+}
+
+// stubRelocateJobs relocates with jobs at once, and no retries.
+func stubRelocateJobs(t *testing.T, src, dst *regStub, jobs int, imgs ...stubImage) (*Result, error) {
+	t.Helper()
+	return stubRelocateWith(t, src, dst, -1, -1, jobs, imgs...)
+}
+
+func stubRelocateWith(t *testing.T, src, dst *regStub, retries, transportRetries, jobs int, imgs ...stubImage) (*Result, error) {
+	t.Helper()
 	var inv []any
 	for _, img := range imgs {
 		inv = append(inv, map[string]any{"image": src.Host + "/" + img.repo + ":" + img.tag})
@@ -367,7 +378,7 @@ func stubRelocate(t *testing.T, src, dst *regStub, retries, transportRetries int
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return Relocate(ctx, b, Options{Mapping: m, ClientOptions: ClientOptions{Resolver: res, Retries: retriesOpt(retries), Jobs: 4}})
+	return Relocate(ctx, b, Options{Mapping: m, ClientOptions: ClientOptions{Resolver: res, Retries: retriesOpt(retries), Jobs: jobs}})
 }
 
 // stubTargetRepo returns the repository path img was relocated to.

@@ -1,0 +1,143 @@
+package fixup
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// waitFor polls cond for up to 10 s and reports whether it came true.
+func waitFor(cond func() bool) bool {
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return false
+}
+
+// An image whose blobs are all in is pushed, and done, while another
+// image's blob is still on its way: the second image's blob is held at the
+// source until the first image's manifest has reached the target.
+func TestPipelinePushesAnImageAsSoonAsItsBlobsAreIn(t *testing.T) {
+	src, dst := newRegStub(t), newRegStub(t)
+	small := src.seedImage("vendor/small", "1.0", 1, 1<<10)
+	big := src.seedImage("vendor/big", "1.0", 2, 64<<10)
+	held := "GET blob " + big.layers[0].Digest.String()
+	src.setFault(func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
+		if key != held {
+			return false
+		}
+		if !waitFor(func() bool { return dst.count("PUT manifest "+small.tag) > 0 }) {
+			stubError(w, http.StatusServiceUnavailable, "UNAVAILABLE")
+			return true
+		}
+		return false
+	})
+	res, err := stubRelocate(t, src, dst, -1, -1, small, big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range res.Images {
+		if img.Err != nil {
+			t.Errorf("%s: %v (the big image's blob waited for the small image's manifest, which never came)", img.Source, img.Err)
+		}
+	}
+	if _, ok := dst.manifest(stubTargetRepo(t, res, big), big.tag); !ok {
+		t.Error("the big image was not pushed")
+	}
+}
+
+// Blobs move while other images are still being planned: the second
+// image's manifest is held at the source until a blob of the first image
+// has reached the target.
+func TestPipelineCopiesBlobsWhileImagesArePlanned(t *testing.T) {
+	src, dst := newRegStub(t), newRegStub(t)
+	first := src.seedImage("vendor/first", "1.0", 1, 8<<10)
+	second := src.seedImage("vendor/second", "2.0", 2, 8<<10)
+	src.setFault(func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
+		if !strings.HasSuffix(r.URL.Path, "/vendor/second/manifests/"+second.tag) {
+			return false
+		}
+		if !waitFor(func() bool { return dst.hasBlob(first.layers[0].Digest) }) {
+			stubError(w, http.StatusServiceUnavailable, "UNAVAILABLE")
+			return true
+		}
+		return false
+	})
+	// One job: the second image is planned only after the first, and its
+	// resolution waits for the first image's blob.
+	res, err := stubRelocateJobs(t, src, dst, 1, first, second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range res.Images {
+		if img.Err != nil {
+			t.Errorf("%s: %v (planning waited for a blob that only moves after planning)", img.Source, img.Err)
+		}
+	}
+}
+
+// Two images of one repository share a blob: whichever is planned
+// second finds it placed, or being placed, and both are pushed with the
+// blob uploaded once.
+func TestPipelineSharedBlobInOneRepository(t *testing.T) {
+	src, dst := newRegStub(t), newRegStub(t)
+	a := src.seedImage("vendor/app", "1.0", 1, 16<<10)
+	b := src.seedImage("vendor/app", "2.0", 1, 16<<10) // same layers, same config
+	res, err := stubRelocate(t, src, dst, -1, -1, a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var copied, skipped int64
+	for _, img := range res.Images {
+		if img.Err != nil {
+			t.Errorf("%s: %v", img.Source, img.Err)
+		}
+		copied += img.BytesCopied
+		skipped += img.BytesSkipped
+	}
+	size := a.config.Size + a.layers[0].Size
+	if copied != size || skipped != size {
+		t.Errorf("copied %d and skipped %d bytes; want %d each (uploaded once, found once)", copied, skipped, size)
+	}
+	if n := dst.count("PUT blob " + a.layers[0].Digest.String()); n != 1 {
+		t.Errorf("the shared layer was uploaded %d times, want once", n)
+	}
+}
+
+// A blob that cannot be placed fails every image that needs it, also one
+// planned after the failure, and the others go on.
+func TestPipelineFailedBlobFailsLaterImages(t *testing.T) {
+	src, dst := newRegStub(t), newRegStub(t)
+	a := src.seedImage("vendor/app", "1.0", 1, 16<<10)
+	b := src.seedImage("vendor/app", "2.0", 1, 16<<10) // shares a's blobs
+	ok := src.seedImage("vendor/other", "1.0", 3, 16<<10)
+	bad := "GET blob " + a.layers[0].Digest.String()
+	src.setFault(func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
+		switch {
+		case key == bad:
+			stubError(w, http.StatusNotFound, "BLOB_UNKNOWN")
+			return true
+		case strings.HasSuffix(r.URL.Path, "/vendor/app/manifests/"+b.tag):
+			// b is planned only once a's blob has failed.
+			waitFor(func() bool { return src.count(bad) > 0 })
+			time.Sleep(50 * time.Millisecond)
+		}
+		return false
+	})
+	res, _ := stubRelocateJobs(t, src, dst, 2, a, b, ok) // its error joins the images' errors
+	if res == nil {
+		t.Fatal("no result")
+	}
+	for _, img := range res.Images {
+		wantErr := !strings.Contains(img.Source, "/vendor/other:")
+		if (img.Err != nil) != wantErr {
+			t.Errorf("%s: err = %v; want an error: %v", img.Source, img.Err, wantErr)
+		}
+	}
+	if dst.manifestCount() != 2 { // ok's, under its tag and its digest
+		t.Errorf("%d manifests pushed, want only the good image's", dst.manifestCount())
+	}
+}
