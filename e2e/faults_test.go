@@ -243,7 +243,8 @@ func TestCorruptSource(t *testing.T) {
 			return registrytest.MatchBlobGET(false, f.images["oci"].Blobs[1].Digest)
 		}},
 		{"manifest", "inv", func(f *fixture) func(*http.Request) bool {
-			return registrytest.MatchManifestGET("vendor/installer", f.images["inv"].Root.Digest.String())
+			// The root is read by its tag (resolved and read in one GET).
+			return registrytest.MatchManifestGET("vendor/installer", "1.0", f.images["inv"].Root.Digest.String())
 		}},
 		{"index child manifest", "index", func(f *fixture) func(*http.Request) bool {
 			return registrytest.MatchManifestGET("vendor/web", f.images["index"].Manifests[1].Digest.String())

@@ -1,8 +1,12 @@
 package fixup
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"strings"
+	"sync"
 
 	"github.com/containerd/containerd/remotes"
 	"github.com/distribution/reference"
@@ -28,17 +32,28 @@ type Source interface {
 
 // RegistrySource reads images from the registries their references name.
 // The zero value of its unexported fields works; NewRegistrySource adds a
-// cache so each repository's tags are listed once.
+// cache so each repository's tags are listed once, and, with a resolver
+// that can GET a manifest (resolver.Resolver), resolves an image's root and
+// reads it in one request.
 type RegistrySource struct {
 	Resolver remotes.Resolver
 
 	tags *tagCache
+	// roots holds the roots Resolve read, "repo@digest" -> bytes, until
+	// the fetcher of their image hands them over once.
+	roots *sync.Map
 }
 
 // NewRegistrySource returns a RegistrySource that lists each repository's
 // tags (for referrers) once.
 func NewRegistrySource(r remotes.Resolver) RegistrySource {
-	return RegistrySource{Resolver: r, tags: &tagCache{}}
+	return RegistrySource{Resolver: r, tags: &tagCache{}, roots: &sync.Map{}}
+}
+
+// manifestGetter is what RegistrySource needs of a resolver to resolve and
+// read a root in one request: resolver.Resolver has it.
+type manifestGetter interface {
+	Manifest(ctx context.Context, repo, ref string) (ocispec.Descriptor, []byte, error)
 }
 
 // Resolve resolves img's digest when its reference has one, else its tag
@@ -49,29 +64,69 @@ func (s RegistrySource) Resolve(ctx context.Context, img Image, want digest.Dige
 	var ref string
 	switch r := img.Named.(type) {
 	case reference.Canonical:
-		ref = name + "@" + r.Digest().String()
+		ref = r.Digest().String()
 	case reference.Tagged:
-		ref = name + ":" + r.Tag()
+		ref = r.Tag()
 	default:
 		if want != "" {
-			ref = name + "@" + want.String()
+			ref = want.String()
 		} else {
-			ref = reference.TagNameOnly(img.Named).String()
+			ref = reference.TagNameOnly(img.Named).(reference.Tagged).Tag()
 		}
 	}
-	_, desc, err := s.Resolver.Resolve(ctx, ref)
+	at := ":"
+	if strings.Contains(ref, ":") {
+		at = "@"
+	}
+	var (
+		desc ocispec.Descriptor
+		err  error
+	)
+	if g, ok := s.Resolver.(manifestGetter); ok && s.roots != nil {
+		var data []byte
+		desc, data, err = g.Manifest(ctx, name, ref)
+		if err == nil && want != "" && want.Algorithm() != desc.Digest.Algorithm() && want.Algorithm().Available() {
+			desc.Digest = want.Algorithm().FromBytes(data)
+		}
+		if err == nil && (want == "" || desc.Digest == want) {
+			s.roots.Store(name+"@"+desc.Digest.String(), data)
+		}
+	} else {
+		_, desc, err = s.Resolver.Resolve(ctx, name+at+ref)
+	}
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
 	if want != "" && desc.Digest != want {
-		return ocispec.Descriptor{}, fmt.Errorf("%w: %s resolves to %s but the bundle records %s", ErrDigestMismatch, ref, desc.Digest, want)
+		return ocispec.Descriptor{}, fmt.Errorf("%w: %s resolves to %s but the bundle records %s", ErrDigestMismatch, name+at+ref, desc.Digest, want)
 	}
 	return desc, nil
 }
 
-// Fetcher returns the resolver's fetcher for img's repository.
+// Fetcher returns the resolver's fetcher for img's repository; the root
+// Resolve read comes from memory, once.
 func (s RegistrySource) Fetcher(ctx context.Context, img Image) (remotes.Fetcher, error) {
-	return s.Resolver.Fetcher(ctx, reference.TrimNamed(img.Named).String())
+	name := reference.TrimNamed(img.Named).String()
+	f, err := s.Resolver.Fetcher(ctx, name)
+	if err != nil || s.roots == nil {
+		return f, err
+	}
+	return primedFetcher{Fetcher: f, roots: s.roots, repo: name}, nil
+}
+
+// primedFetcher hands over the roots Resolve read, once each, and fetches
+// everything else.
+type primedFetcher struct {
+	remotes.Fetcher
+	roots *sync.Map
+	repo  string
+}
+
+func (f primedFetcher) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	if data, ok := f.roots.LoadAndDelete(f.repo + "@" + desc.Digest.String()); ok {
+		return io.NopCloser(bytes.NewReader(data.([]byte))), nil
+	}
+	return f.Fetcher.Fetch(ctx, desc)
 }
 
 // Location returns img's registry host and repository path.

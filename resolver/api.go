@@ -11,9 +11,12 @@ import (
 	"sync"
 
 	"github.com/cnabio/cnab-relocate/internal/retry"
+	"github.com/cnabio/cnab-relocate/internal/verify"
 
+	"github.com/containerd/containerd/images"
 	"github.com/containerd/containerd/remotes"
 	"github.com/containerd/containerd/remotes/docker"
+	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -71,6 +74,81 @@ func (r *Resolver) Referrers(ctx context.Context, repo string, subject digest.Di
 		return nil, false, err
 	}
 	return idx.Manifests, true, nil
+}
+
+// maxManifest bounds the manifests Manifest reads: distribution refuses
+// bigger ones.
+const maxManifest = 4 << 20
+
+// manifestAccept is what Manifest accepts, as containerd's resolver asks.
+var manifestAccept = strings.Join([]string{
+	images.MediaTypeDockerSchema2Manifest,
+	images.MediaTypeDockerSchema2ManifestList,
+	ocispec.MediaTypeImageManifest,
+	ocispec.MediaTypeImageIndex,
+	"*/*",
+}, ", ")
+
+// Manifest GETs the manifest (or index) ref of repo, ref being a tag or a
+// digest, and returns its bytes with a descriptor of them: their size, the
+// media type the registry gives, and their digest, computed here (sha256,
+// or the algorithm of the registry's Docker-Content-Digest). It is
+// containerd's Resolve and Fetch of the root in one request. Bytes that do
+// not match the registry's own Docker-Content-Digest are an error matching
+// verify.ErrDigestMismatch (fixup.ErrDigestMismatch). A manifest
+// the registry does not have is an error matching errdefs.ErrNotFound, as
+// containerd's.
+func (r *Resolver) Manifest(ctx context.Context, repo, ref string) (ocispec.Descriptor, []byte, error) {
+	named, err := reference.ParseNormalizedNamed(repo)
+	if err != nil {
+		return ocispec.Descriptor{}, nil, err
+	}
+	var (
+		desc       ocispec.Descriptor
+		data       []byte
+		requestErr error
+	)
+	p := retry.Policy{Retries: r.hosts.retries, Logger: r.hosts.logger,
+		Retryable: func(err error) bool { return err != requestErr && retry.TransientNetError(err) }}
+	err = p.Do(ctx, "GET manifest "+ref, func(int) error {
+		resp, err := r.get(ctx, named, "/manifests/"+ref, manifestAccept)
+		if err != nil {
+			requestErr = err
+			return err
+		}
+		defer resp.Body.Close()
+		switch {
+		case resp.StatusCode == http.StatusNotFound:
+			requestErr = fmt.Errorf("%s:%s: %w", reference.TrimNamed(named), ref, errdefs.ErrNotFound)
+			return requestErr
+		case resp.StatusCode != http.StatusOK:
+			requestErr = unexpected(resp)
+			return requestErr
+		}
+		data, err = io.ReadAll(io.LimitReader(resp.Body, maxManifest+1))
+		if err != nil {
+			return fmt.Errorf("GET %s: %w", resp.Request.URL.Redacted(), err)
+		}
+		if len(data) > maxManifest {
+			requestErr = fmt.Errorf("GET %s: the manifest is larger than %d bytes", resp.Request.URL.Redacted(), maxManifest)
+			return requestErr
+		}
+		mediaType, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
+		desc = ocispec.Descriptor{MediaType: strings.TrimSpace(mediaType), Digest: digest.FromBytes(data), Size: int64(len(data))}
+		if d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil && d.Algorithm().Available() {
+			// The registry says which bytes it meant to send.
+			if got := d.Algorithm().FromBytes(data); got != d {
+				requestErr = fmt.Errorf("%w: GET %s: the registry sent %s, its Docker-Content-Digest says %s", verify.ErrDigestMismatch, resp.Request.URL.Redacted(), got, d)
+				return requestErr
+			}
+			desc.Digest = d
+		}
+		return nil
+	})
+	if err != nil {
+		return ocispec.Descriptor{}, nil, err
+	}
+	return desc, data, nil
 }
 
 // getJSON GETs path and decodes its JSON body into v. found is false when

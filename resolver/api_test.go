@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cnabio/cnab-relocate/internal/verify"
+	"github.com/containerd/errdefs"
 	"github.com/google/go-cmp/cmp"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
@@ -311,3 +313,81 @@ func TestTagsNoneIsNil(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestManifest(t *testing.T) {
+	body := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}`)
+	good := digest.FromBytes(body)
+	tests := []struct {
+		name     string
+		handle   http.HandlerFunc
+		want     ocispec.Descriptor
+		wantErr  error
+		requests int
+	}{{
+		name: "by tag: the bytes, their digest and the media type the registry gives",
+		handle: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", ocispec.MediaTypeImageManifest+"; charset=utf-8")
+			w.Header().Set("Docker-Content-Digest", good.String())
+			w.Write(body)
+		},
+		want:     ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: good, Size: int64(len(body))},
+		requests: 1,
+	}, {
+		name: "no Docker-Content-Digest: the digest is computed",
+		handle: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", ocispec.MediaTypeImageManifest)
+			w.Write(body)
+		},
+		want:     ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: good, Size: int64(len(body))},
+		requests: 1,
+	}, {
+		name: "bytes that are not the ones the registry names",
+		handle: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", ocispec.MediaTypeImageManifest)
+			w.Header().Set("Docker-Content-Digest", digest.FromString("other").String())
+			w.Write(body)
+		},
+		wantErr:  verify.ErrDigestMismatch,
+		requests: 1,
+	}, {
+		name: "not there",
+		handle: func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, `{"errors":[{"code":"MANIFEST_UNKNOWN"}]}`, http.StatusNotFound)
+		},
+		wantErr:  errdefs.ErrNotFound,
+		requests: 1,
+	}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var accept string
+			s := newAPIServer(t, func(w http.ResponseWriter, r *http.Request) {
+				accept = r.Header.Get("Accept")
+				tc.handle(w, r)
+			})
+			desc, data, err := apiResolver(t, "").Manifest(apiCtx(t), s.Host+"/team/app", "1.0")
+			if n := len(s.requests()); n != tc.requests {
+				t.Errorf("%d requests (%q), want %d", n, s.requests(), tc.requests)
+			}
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("err = %v, want one matching %v", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, desc); diff != "" {
+				t.Errorf("descriptor (-want +got):\n%s", diff)
+			}
+			if string(data) != string(body) {
+				t.Errorf("bytes = %q, want %q", data, body)
+			}
+			for _, mt := range []string{ocispec.MediaTypeImageManifest, ocispec.MediaTypeImageIndex, "application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.distribution.manifest.list.v2+json"} {
+				if !strings.Contains(accept, mt) {
+					t.Errorf("Accept %q lacks %s", accept, mt)
+				}
+			}
+		})
+	}
+}

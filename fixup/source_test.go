@@ -1,0 +1,80 @@
+package fixup
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cnabio/cnab-relocate/relocator"
+	"github.com/cnabio/cnab-relocate/resolver"
+)
+
+// stubBundleRelocate relocates one image, recorded with contentDigest, from
+// src into dst/team.
+func stubBundleRelocate(t *testing.T, src, dst *regStub, img stubImage, contentDigest string) (*Result, error) {
+	t.Helper()
+	doc, _ := json.Marshal(map[string]any{"name": "stub", "version": "1.0.0", "invocationImages": []any{
+		map[string]any{"image": src.Host + "/" + img.repo + ":" + img.tag, "contentDigest": contentDigest},
+	}})
+	b, err := Parse(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := relocator.New(relocator.OneToOne, dst.Host+"/team")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := resolver.New(resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return Relocate(ctx, b, Options{Mapping: m, ClientOptions: ClientOptions{Resolver: res}})
+}
+
+// The source root is resolved and read in one GET of the tag: no HEAD
+// first, no GET by digest after.
+func TestResolveReadsTheRootOnce(t *testing.T) {
+	src, dst := newRegStub(t), newRegStub(t)
+	img := src.seedImage("vendor/app", "1.0", 1, 4<<10)
+	if _, err := stubBundleRelocate(t, src, dst, img, img.root.Digest.String()); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]int{
+		"GET manifest " + img.tag:                 1,
+		"HEAD manifest " + img.tag:                0,
+		"GET manifest " + img.root.Digest.String(): 0,
+	} {
+		if n := src.count(key); n != want {
+			t.Errorf("source: %s: %d requests, want %d", key, n, want)
+		}
+	}
+	if dst.manifestCount() == 0 {
+		t.Error("nothing was pushed")
+	}
+}
+
+// A tag that moved away from the digest the bundle records fails the image,
+// naming both digests, before anything is uploaded.
+func TestResolveCatchesAMovedTag(t *testing.T) {
+	src, dst := newRegStub(t), newRegStub(t)
+	img := src.seedImage("vendor/app", "1.0", 1, 4<<10)
+	old := src.seedImage("vendor/app", "0.9", 2, 4<<10)
+	res, err := stubBundleRelocate(t, src, dst, img, old.root.Digest.String())
+	if !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("err = %v, want a digest mismatch", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, img.root.Digest.String()) || !strings.Contains(msg, "the bundle records "+old.root.Digest.String()) {
+		t.Errorf("error %q does not name what the tag holds and what the bundle records", msg)
+	}
+	if res == nil || len(res.Images) != 1 || res.Images[0].Err == nil {
+		t.Errorf("result %+v: want the image failed", res)
+	}
+	if n := dst.count("POST upload"); n != 0 || dst.manifestCount() != 0 {
+		t.Errorf("the target got %d uploads and %d manifests; want none", n, dst.manifestCount())
+	}
+}
