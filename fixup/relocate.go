@@ -14,6 +14,9 @@ import (
 var discardLogger = func() *log.Entry {
 	l := logrus.New()
 	l.Out = io.Discard
+	// Nothing is formatted either: containerd logs every 404 of a resolve
+	// at info level.
+	l.SetLevel(logrus.PanicLevel)
 	return logrus.NewEntry(l)
 }()
 

@@ -31,6 +31,22 @@ type Resolver struct {
 	ua      string
 	tracker docker.StatusTracker
 	noMount sync.Map // registry host -> true: it declined a mount
+	names   sync.Map // repository name -> reference.Named, parsed once
+}
+
+// named parses repo, a repository name, once per resolver: every blob,
+// mount and manifest of a run names one of a few repositories, and parsing
+// one is a regular expression.
+func (r *Resolver) named(repo string) (reference.Named, error) {
+	if n, ok := r.names.Load(repo); ok {
+		return n.(reference.Named), nil
+	}
+	n, err := reference.ParseNormalizedNamed(repo)
+	if err != nil {
+		return nil, err
+	}
+	r.names.Store(repo, n)
+	return n, nil
 }
 
 // maxTagPages bounds tag list pagination.
@@ -39,7 +55,7 @@ const maxTagPages = 100
 // Tags lists the tags of repo (a repository name such as
 // "registry.corp/team/app"), following pagination.
 func (r *Resolver) Tags(ctx context.Context, repo string) ([]string, error) {
-	named, err := reference.ParseNormalizedNamed(repo)
+	named, err := r.named(repo)
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +80,7 @@ func (r *Resolver) Tags(ctx context.Context, repo string) ([]string, error) {
 // not have the API (it answers 404, as distribution 2.8 does); callers then
 // fall back to the referrers tag schema.
 func (r *Resolver) Referrers(ctx context.Context, repo string, subject digest.Digest) (refs []ocispec.Descriptor, supported bool, err error) {
-	named, err := reference.ParseNormalizedNamed(repo)
+	named, err := r.named(repo)
 	if err != nil {
 		return nil, false, err
 	}
@@ -99,7 +115,7 @@ var manifestAccept = strings.Join([]string{
 // the registry does not have is an error matching errdefs.ErrNotFound, as
 // containerd's.
 func (r *Resolver) Manifest(ctx context.Context, repo, ref string) (ocispec.Descriptor, []byte, error) {
-	named, err := reference.ParseNormalizedNamed(repo)
+	named, err := r.named(repo)
 	if err != nil {
 		return ocispec.Descriptor{}, nil, err
 	}

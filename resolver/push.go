@@ -46,7 +46,7 @@ const (
 // remotes/errors.ErrUnexpectedStatus, a network error, or the error of
 // open's reader, returned as it is) is for the caller to retry whole.
 func (r *Resolver) PushBlob(ctx context.Context, repo string, desc ocispec.Descriptor, mountFrom string, open func(context.Context) (io.ReadCloser, error)) (BlobPush, error) {
-	named, err := reference.ParseNormalizedNamed(repo)
+	named, err := r.named(repo)
 	if err != nil {
 		return 0, err
 	}
@@ -178,7 +178,7 @@ func (r *Resolver) pushBlob(ctx context.Context, named reference.Named, desc oci
 // PushManifest PUTs data, a manifest or index of mediaType, byte for byte
 // into repo under ref: a tag, or its digest. One request, no HEAD first.
 func (r *Resolver) PushManifest(ctx context.Context, repo, ref, mediaType string, data []byte) error {
-	named, err := reference.ParseNormalizedNamed(repo)
+	named, err := r.named(repo)
 	if err != nil {
 		return err
 	}
