@@ -1,10 +1,13 @@
 package fixup
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // waitFor polls cond for up to 10 s and reports whether it came true.
@@ -139,5 +142,52 @@ func TestPipelineFailedBlobFailsLaterImages(t *testing.T) {
 	}
 	if dst.manifestCount() != 2 { // ok's, under its tag and its digest
 		t.Errorf("%d manifests pushed, want only the good image's", dst.manifestCount())
+	}
+}
+
+// Many images in few repositories, sharing blobs, few jobs: every image is
+// pushed, and each image counts each of its blobs exactly once (copied,
+// mounted or found), however its plan and the placements of the blobs it
+// shares interleave; no blob is uploaded twice into one repository.
+func TestPipelineCountsEveryBlobOnce(t *testing.T) {
+	src, dst := newRegStub(t), newRegStub(t)
+	var imgs []stubImage
+	for r := range 4 {
+		for tag := range 10 {
+			seed := byte(tag % 3)
+			imgs = append(imgs, src.seedImage(fmt.Sprintf("vendor/r%d", r), fmt.Sprintf("t%d", tag), seed, 2<<10, 3<<10))
+		}
+	}
+	res, err := stubRelocateJobs(t, src, dst, 3, imgs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byRef := map[string]ImageResult{}
+	for _, r := range res.Images {
+		byRef[r.Source] = r
+	}
+	repos := map[digest.Digest]map[string]bool{}
+	for _, img := range imgs {
+		repo := stubTargetRepo(t, res, img)
+		if _, ok := dst.manifest(repo, img.tag); !ok {
+			t.Errorf("%s:%s was not pushed to %s", img.repo, img.tag, repo)
+		}
+		var size int64
+		for _, b := range img.blobs() {
+			size += b.Size
+			if repos[b.Digest] == nil {
+				repos[b.Digest] = map[string]bool{}
+			}
+			repos[b.Digest][repo] = true
+		}
+		r := byRef[src.Host+"/"+img.repo+":"+img.tag]
+		if got := r.BytesCopied + r.BytesMounted + r.BytesSkipped; got != size {
+			t.Errorf("%s:%s counts %d blob bytes (copied %d, mounted %d, present %d), want %d: each blob once", img.repo, img.tag, got, r.BytesCopied, r.BytesMounted, r.BytesSkipped, size)
+		}
+	}
+	for d, in := range repos {
+		if n := dst.count("PUT blob " + d.String()); n < 1 || n > len(in) {
+			t.Errorf("blob %s uploaded %d times, want at least once and at most once per repository (%d)", d, n, len(in))
+		}
 	}
 }
