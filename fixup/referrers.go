@@ -68,12 +68,58 @@ type registryAPI interface {
 	Referrers(ctx context.Context, repo string, subject digest.Digest) ([]ocispec.Descriptor, bool, error)
 }
 
-// tagCache lists each repository's tags once per run, and remembers the
-// registries found without the referrers API, so each is asked once.
+// tagCache lists each repository's tags once per run, and finds out once
+// per registry whether it has the referrers API: the first image to ask a
+// registry asks alone, the others wait for its answer (and ask for their
+// own subjects only when the registry has the API).
 type tagCache struct {
-	mu    sync.Mutex
-	tags  map[string]*tagList
-	noAPI sync.Map // registry host -> true
+	mu     sync.Mutex
+	tags   map[string]*tagList
+	probes map[string]*apiProbe // registry host -> its first referrers request
+}
+
+// apiProbe is the first referrers request to a registry. When it fails,
+// the next image asks again.
+type apiProbe struct {
+	done      chan struct{}
+	answered  bool // the registry answered: supported says how
+	supported bool
+}
+
+// referrers asks host's referrers API for subject in repo, unless the
+// registry is known to lack it (supported false, no request).
+func (c *tagCache) referrers(ctx context.Context, api registryAPI, host, repo string, subject digest.Digest) ([]ocispec.Descriptor, bool, error) {
+	c.mu.Lock()
+	if c.probes == nil {
+		c.probes = map[string]*apiProbe{}
+	}
+	p, asked := c.probes[host]
+	if !asked {
+		p = &apiProbe{done: make(chan struct{})}
+		c.probes[host] = p
+	}
+	c.mu.Unlock()
+	if asked {
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		}
+		if p.answered && !p.supported {
+			return nil, false, nil
+		}
+		return api.Referrers(ctx, repo, subject)
+	}
+	descs, supported, err := api.Referrers(ctx, repo, subject)
+	if err != nil {
+		c.mu.Lock()
+		delete(c.probes, host)
+		c.mu.Unlock()
+	} else {
+		p.answered, p.supported = true, supported
+	}
+	close(p.done)
+	return descs, supported, err
 }
 
 type tagList struct {
@@ -115,14 +161,10 @@ func (s RegistrySource) Referrers(ctx context.Context, img Image, subject digest
 		supported bool
 		err       error
 	)
-	host := reference.Domain(img.Named)
 	if s.tags == nil {
 		descs, supported, err = api.Referrers(ctx, repo, subject)
-	} else if _, no := s.tags.noAPI.Load(host); !no {
-		descs, supported, err = api.Referrers(ctx, repo, subject)
-		if err == nil && !supported {
-			s.tags.noAPI.Store(host, true)
-		}
+	} else {
+		descs, supported, err = s.tags.referrers(ctx, api, reference.Domain(img.Named), repo, subject)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("listing referrers of %s: %w", subject, err)

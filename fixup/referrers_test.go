@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -773,5 +774,29 @@ func TestReferrersFoundThroughAnIndexAreListed(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, res.Images[0].Referrers); diff != "" {
 		t.Errorf("ImageResult.Referrers (-want +got):\n%s", diff)
+	}
+}
+
+// A registry without the referrers API is asked once, not once per image
+// planned at the same time: the others wait for the first answer.
+func TestReferrersAPIProbedOncePerRegistry(t *testing.T) {
+	src, dst := newRegStub(t), newRegStub(t)
+	var imgs []stubImage
+	for i := range 8 {
+		imgs = append(imgs, src.seedImage(fmt.Sprintf("vendor/app%d", i), "1.0", byte(i), 1<<10))
+	}
+	if _, err := stubRelocateJobs(t, src, dst, 8, imgs...); err != nil {
+		t.Fatal(err)
+	}
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	asked := 0
+	for key, n := range src.counts {
+		if strings.Contains(key, "/referrers/") {
+			asked += n
+		}
+	}
+	if asked != 1 {
+		t.Errorf("the referrers API was asked %d times, want once (the stub has none)", asked)
 	}
 }
