@@ -34,8 +34,10 @@ type ClientOptions struct {
 	// credentials, CAs, insecure hosts. Its Retries and Logger default to
 	// this struct's.
 	ResolverOptions resolver.Options
-	// Jobs bounds how many blobs (of all images) are copied at once, and how
-	// many images are planned at once. Zero means DefaultJobs.
+	// Jobs bounds how many blobs (of all images) are copied at once, how
+	// many images are planned at once, and how many push their manifests at
+	// once (as soon as their own blobs are in, while other blobs are copied).
+	// Zero means DefaultJobs.
 	Jobs int
 	// Retries is how many times a failed blob or manifest transfer is
 	// retried whole (after the transport's own retries of single
