@@ -45,8 +45,8 @@ func TestResolveReadsTheRootOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for key, want := range map[string]int{
-		"GET manifest " + img.tag:                 1,
-		"HEAD manifest " + img.tag:                0,
+		"GET manifest " + img.tag:                  1,
+		"HEAD manifest " + img.tag:                 0,
 		"GET manifest " + img.root.Digest.String(): 0,
 	} {
 		if n := src.count(key); n != want {
