@@ -203,17 +203,9 @@ func (e *engine) runStream(ctx context.Context, ss streamSource, jobs []*job) er
 			continue
 		}
 		for _, b := range j.graph.blobs {
-			key := j.host + "\x00" + b.Digest.String()
-			t, ok := tasks[key]
-			if !ok {
-				t = &blobTask{desc: b, host: j.host, users: map[string][]*job{}}
-				tasks[key] = t
+			if t, created := addUser(tasks, j, b); created {
 				order = append(order, t)
 			}
-			if _, ok := t.users[j.repo]; !ok {
-				t.repos = append(t.repos, j.repo)
-			}
-			t.users[j.repo] = append(t.users[j.repo], j)
 		}
 	}
 	if err := e.streamBlobs(ctx, ss, order); err != nil {
@@ -409,6 +401,22 @@ type blobTask struct {
 	queued  bool                 // in the pipeline's queue
 	running bool                 // a worker places it
 	seq     int                  // order of arrival in the queue
+}
+
+// addUser adds j to the task of its blob b in tasks (one per blob and
+// target namespace), made when it is not there yet (created).
+func addUser(tasks map[string]*blobTask, j *job, b ocispec.Descriptor) (t *blobTask, created bool) {
+	key := j.host + "\x00" + b.Digest.String()
+	t, ok := tasks[key]
+	if !ok {
+		t = &blobTask{desc: b, host: j.host, users: map[string][]*job{}}
+		tasks[key] = t
+	}
+	if _, ok := t.users[j.repo]; !ok {
+		t.repos = append(t.repos, j.repo)
+	}
+	t.users[j.repo] = append(t.users[j.repo], j)
+	return t, !ok
 }
 
 // live returns the images that need t's blob in repo and have not failed.

@@ -108,16 +108,10 @@ func (p *pipeline) join(j *job) (credit []*blobTask, failed error, ready bool) {
 	}
 	n := 0
 	for _, b := range j.graph.blobs {
-		key := j.host + "\x00" + b.Digest.String()
-		t, ok := p.tasks[key]
-		if !ok {
-			t = &blobTask{desc: b, host: j.host, users: map[string][]*job{}, state: map[string]placement{}}
-			p.tasks[key] = t
+		t, created := addUser(p.tasks, j, b)
+		if created {
+			t.state = map[string]placement{}
 		}
-		if _, ok := t.users[j.repo]; !ok {
-			t.repos = append(t.repos, j.repo)
-		}
-		t.users[j.repo] = append(t.users[j.repo], j)
 		switch t.state[j.repo] {
 		case placeNone:
 			t.state[j.repo] = placeQueued
