@@ -71,7 +71,7 @@ func (s RegistrySource) Resolve(ctx context.Context, img Image, want digest.Dige
 		if want != "" {
 			ref = want.String()
 		} else {
-			ref = reference.TagNameOnly(img.Named).(reference.Tagged).Tag()
+			ref = "latest" // as reference.TagNameOnly has it
 		}
 	}
 	at := ":"
