@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"time"
 )
 
 // printReport writes the markdown report.
@@ -138,8 +139,9 @@ func printReport(w io.Writer, res *results) {
 		fmt.Fprintln(w, "| target | measured | met |")
 		fmt.Fprintln(w, "|---|---|---|")
 		r := pairedRatio(res.cases[cnabCold], best)
-		fmt.Fprintf(w, "| cold wall ≤ 1.05× the floor | %.2fs vs %.2fs (medians; floor 4: %.2fs, 8: %.2fs); %.2f× (per-run: %s) | %s |\n",
-			cold.wall.Seconds(), fl.wall.Seconds(), median(f4).wall.Seconds(), median(f8).wall.Seconds(), r, perRun(res.cases[cnabCold], best), yes(r <= 1.05))
+		limit, why := floorLimit(cfg.latency, len(sc.images))
+		fmt.Fprintf(w, "| cold wall ≤ %.2f× the floor%s | %.2fs vs %.2fs (medians; floor 4: %.2fs, 8: %.2fs); %.2f× (per-run: %s) | %s |\n",
+			limit, why, cold.wall.Seconds(), fl.wall.Seconds(), median(f4).wall.Seconds(), median(f8).wall.Seconds(), r, perRun(res.cases[cnabCold], best), yes(r <= limit))
 		ct, ft := cold.tgt, fl.tgt
 		tr := func(c map[string]int) int {
 			n := 0
@@ -292,4 +294,17 @@ func orDash(s string) string {
 		return "(unknown version)"
 	}
 	return s
+}
+
+// floorLimit is issue 14's bound on the cold wall time against the floor for
+// a scenario, and what makes it that: 1.2× with added latency (a remote
+// registry), 1.1× for bundles of hundreds of images, else 1.05×.
+func floorLimit(latency time.Duration, images int) (float64, string) {
+	switch {
+	case latency > 0:
+		return 1.2, fmt.Sprintf(" (%v added to every request)", latency)
+	case images >= 300:
+		return 1.1, fmt.Sprintf(" (%d images)", images)
+	}
+	return 1.05, ""
 }
