@@ -2,9 +2,11 @@ package resolver
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -389,5 +391,42 @@ func TestManifest(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Fetch follows a registry's redirect to blob storage on another host
+// (here another port of 127.0.0.1, which net/http treats as the same host)
+// without the registry's credentials, and reads the blob from there.
+func TestFetchRedirectDropsCredentials(t *testing.T) {
+	blob := []byte("layer bytes")
+	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: digest.FromBytes(blob), Size: int64(len(blob))}
+	storage := newAPIServer(t, func(w http.ResponseWriter, r *http.Request) { w.Write(blob) })
+	reg := newAPIServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="reg"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		http.Redirect(w, r, "http://"+storage.Host+"/storage/"+desc.Digest.String(), http.StatusTemporaryRedirect)
+	})
+	dir := writeConfig(t, map[string]any{"auths": map[string]any{reg.Host: authEntry("alice", "s3cret")}})
+	rc, err := apiResolver(t, dir).Fetch(apiCtx(t), reg.Host+"/team/app", desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got, err := io.ReadAll(rc)
+	if err != nil || string(got) != string(blob) {
+		t.Fatalf("read %q, %v; want %q", got, err, blob)
+	}
+	for _, req := range storage.requests() {
+		if strings.Contains(req, "Basic") || strings.Contains(req, "Bearer") {
+			t.Errorf("storage received a credential: %q", req)
+		}
+	}
+	if !slices.ContainsFunc(reg.requests(), func(r string) bool {
+		return strings.HasSuffix(r, "Basic "+base64.StdEncoding.EncodeToString([]byte("alice:s3cret")))
+	}) {
+		t.Errorf("the registry never got the credentials: %q", reg.requests())
 	}
 }

@@ -151,7 +151,7 @@ func (r *Resolver) pushBlob(ctx context.Context, named reference.Named, desc oci
 			return 0, fmt.Errorf("registry %s: %w", reference.Domain(named), err)
 		}
 	}
-	resp, err = host.Client.Do(req)
+	resp, err = r.hosts.apiClient.Do(req)
 	if body.Err != nil {
 		if resp != nil {
 			resp.Body.Close()
@@ -257,7 +257,7 @@ func (r *Resolver) send(ctx context.Context, named reference.Named, method, path
 				return nil, fmt.Errorf("registry %s: %w", domain, err)
 			}
 		}
-		resp, err := host.Client.Do(req)
+		resp, err := r.hosts.apiClient.Do(req)
 		if err != nil {
 			return nil, fmt.Errorf("registry %s: %w", domain, err)
 		}

@@ -122,6 +122,7 @@ type hosts struct {
 	creds      *credentials
 	authorizer docker.Authorizer
 	client     *http.Client
+	apiClient  *http.Client // for Resolver.send: drops Authorization on a redirect to another host
 	logger     *slog.Logger
 
 	mu         sync.Mutex
@@ -154,6 +155,9 @@ func newHosts(opts Options) (*hosts, error) {
 	// another host does not get them.
 	authClient := &http.Client{Transport: rt, CheckRedirect: stripAuthOnRedirect}
 	h.authorizer = newAuthorizer(authClient, creds)
+	// The resolver's own requests (Resolver.send) are authorised for the
+	// registry; a redirect elsewhere (to blob storage) drops that.
+	h.apiClient = authClient
 	return h, nil
 }
 
