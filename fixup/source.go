@@ -103,39 +103,13 @@ func (s RegistrySource) Resolve(ctx context.Context, img Image, want digest.Dige
 	return desc, nil
 }
 
-// contentFetcher is what RegistrySource needs of a resolver to fetch
-// content itself, one GET each, rather than through containerd's fetcher:
-// resolver.Resolver has it.
-type contentFetcher interface {
-	Fetch(ctx context.Context, repo string, desc ocispec.Descriptor) (io.ReadCloser, error)
-}
-
-// repoFetcher is a contentFetcher for one repository, as a remotes.Fetcher.
-type repoFetcher struct {
-	r    contentFetcher
-	repo string
-}
-
-func (f repoFetcher) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
-	return f.r.Fetch(ctx, f.repo, desc)
-}
-
-// Fetcher returns a fetcher for img's repository: the resolver's own GETs
-// when it has them, else containerd's fetcher. The root Resolve read comes
-// from memory, once.
+// Fetcher returns the resolver's fetcher for img's repository; the root
+// Resolve read comes from memory, once.
 func (s RegistrySource) Fetcher(ctx context.Context, img Image) (remotes.Fetcher, error) {
 	name := reference.TrimNamed(img.Named).String()
-	var f remotes.Fetcher
-	if cf, ok := s.Resolver.(contentFetcher); ok {
-		f = repoFetcher{cf, name}
-	} else {
-		var err error
-		if f, err = s.Resolver.Fetcher(ctx, name); err != nil {
-			return nil, err
-		}
-	}
-	if s.roots == nil {
-		return f, nil
+	f, err := s.Resolver.Fetcher(ctx, name)
+	if err != nil || s.roots == nil {
+		return f, err
 	}
 	return primedFetcher{Fetcher: f, roots: s.roots, repo: name}, nil
 }

@@ -167,36 +167,6 @@ func (r *Resolver) Manifest(ctx context.Context, repo, ref string) (ocispec.Desc
 	return desc, data, nil
 }
 
-// Fetch GETs desc's content from repo, as containerd's fetcher would, in
-// one request and without its wrappers: a manifest or an index (by its
-// media type) from /manifests/, anything else from /blobs/, following a
-// redirect to where the registry keeps it (never to a layer's URLs). The
-// body is returned as it comes: the caller checks it against desc. Content
-// the registry does not have is an error matching errdefs.ErrNotFound;
-// another refusal is containerd's ErrUnexpectedStatus.
-func (r *Resolver) Fetch(ctx context.Context, repo string, desc ocispec.Descriptor) (io.ReadCloser, error) {
-	named, err := r.named(repo)
-	if err != nil {
-		return nil, err
-	}
-	path, accept := "/blobs/"+desc.Digest.String(), "*/*"
-	if images.IsManifestType(desc.MediaType) || images.IsIndexType(desc.MediaType) {
-		path, accept = "/manifests/"+desc.Digest.String(), desc.MediaType+", */*"
-	}
-	resp, err := r.get(ctx, named, path, accept)
-	if err != nil {
-		return nil, err
-	}
-	switch resp.StatusCode {
-	case http.StatusOK:
-		return resp.Body, nil
-	case http.StatusNotFound:
-		resp.Body.Close()
-		return nil, fmt.Errorf("%s@%s: %w", reference.TrimNamed(named), desc.Digest, errdefs.ErrNotFound)
-	}
-	return nil, unexpected(resp)
-}
-
 // getJSON GETs path and decodes its JSON body into v. found is false when
 // the registry has no such endpoint or repository (see unsupported). A
 // body cut off in transit is fetched again, up to the resolver's retries:

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -394,30 +393,30 @@ func TestManifest(t *testing.T) {
 	}
 }
 
-// Fetch follows a registry's redirect to blob storage on another host
+// The resolver's own requests follow a registry's redirect to another host
 // (here another port of 127.0.0.1, which net/http treats as the same host)
-// without the registry's credentials, and reads the blob from there.
-func TestFetchRedirectDropsCredentials(t *testing.T) {
-	blob := []byte("layer bytes")
-	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: digest.FromBytes(blob), Size: int64(len(blob))}
-	storage := newAPIServer(t, func(w http.ResponseWriter, r *http.Request) { w.Write(blob) })
+// without the registry's credentials.
+func TestRedirectDropsCredentials(t *testing.T) {
+	body := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}`)
+	storage := newAPIServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", ocispec.MediaTypeImageManifest)
+		w.Write(body)
+	})
 	reg := newAPIServer(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") == "" {
 			w.Header().Set("WWW-Authenticate", `Basic realm="reg"`)
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
-		http.Redirect(w, r, "http://"+storage.Host+"/storage/"+desc.Digest.String(), http.StatusTemporaryRedirect)
+		http.Redirect(w, r, "http://"+storage.Host+"/storage/manifest", http.StatusTemporaryRedirect)
 	})
 	dir := writeConfig(t, map[string]any{"auths": map[string]any{reg.Host: authEntry("alice", "s3cret")}})
-	rc, err := apiResolver(t, dir).Fetch(apiCtx(t), reg.Host+"/team/app", desc)
+	desc, data, err := apiResolver(t, dir).Manifest(apiCtx(t), reg.Host+"/team/app", "1.0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rc.Close()
-	got, err := io.ReadAll(rc)
-	if err != nil || string(got) != string(blob) {
-		t.Fatalf("read %q, %v; want %q", got, err, blob)
+	if string(data) != string(body) || desc.Digest != digest.FromBytes(body) {
+		t.Fatalf("read %q (%s); want %q", data, desc.Digest, body)
 	}
 	for _, req := range storage.requests() {
 		if strings.Contains(req, "Basic") || strings.Contains(req, "Bearer") {
