@@ -77,6 +77,7 @@ type config struct {
 	noCrane   bool
 	latency   time.Duration
 	keep      bool
+	compare   string
 }
 
 func main() {
@@ -105,6 +106,7 @@ func main() {
 	flag.DurationVar(&cfg.latency, "latency", 0, "delay every request by this much (in each counting proxy, before it counts and forwards), as a remote registry's round trip would")
 	flag.BoolVar(&cfg.noCrane, "no-crane", false, "measure cnab-relocate only (for sweeps of -jobs, say)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the work directory (bundle, mappings)")
+	flag.StringVar(&cfg.compare, "compare", "", "also relocate cold with this other cnab-relocate `BINARY` in every run, right before or after -bin (alternating), and report the two against each other: an A/B within one run")
 	flag.Parse()
 	if cfg.runs < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -runs must be at least 1")
@@ -140,9 +142,11 @@ const (
 	// with 4 and 8 transfers at once.
 	floor4 = "floor cold, 4 at once"
 	floor8 = "floor cold, 8 at once"
+	// -compare: another cnab-relocate binary, cold, next to -bin's.
+	cmpCold = "-compare cold"
 )
 
-var order = []string{cnabCold, cnabWarm, cnabSame, cnabExport, cnabThick, floor4, floor8, craneCold, craneWarm, craneSame, cnabBig, craneBig}
+var order = []string{cnabCold, cnabWarm, cnabSame, cnabExport, cnabThick, floor4, floor8, cmpCold, craneCold, craneWarm, craneSame, cnabBig, craneBig}
 
 type results struct {
 	cfg      config
@@ -364,6 +368,39 @@ func run(ctx context.Context, cfg config) error {
 				}
 			}
 			return nil
+		}
+		// -compare's binary, cold, into a fresh registry.
+		compareCase := func() error {
+			return withTarget(ctx, cfg.latency, func(tgt *endpoint) error {
+				prefix := tgt.host + "/bench"
+				tgts, err := targets(prefix, sc.refs)
+				if err != nil {
+					return err
+				}
+				mapping := filepath.Join(dir, fmt.Sprintf("compare-%d.json", r))
+				m, err := observe(src, tgt, func() (measure, error) {
+					return relocate(ctx, environ, cfg.compare, sc.bundlePath, prefix, mapping, cfg.jobs, "")
+				})
+				if err != nil {
+					return fmt.Errorf("%s: %w", cmpCold, err)
+				}
+				record(cmpCold, r, m)
+				return checkTargets(ctx, tgt.reg, tgts, sc.images)
+			})
+		}
+		if cfg.compare != "" {
+			// Right next to -bin's cold case, every other run first.
+			bin := cnabCases
+			cnabCases = func() error {
+				first, second := bin, compareCase
+				if r%2 == 1 {
+					first, second = compareCase, bin
+				}
+				if err := first(); err != nil {
+					return err
+				}
+				return second()
+			}
 		}
 		// Every other run starts with crane, so that neither tool always
 		// goes first after seeding or after the other.

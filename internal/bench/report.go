@@ -160,6 +160,19 @@ func printReport(w io.Writer, res *results) {
 		fmt.Fprintln(w)
 	}
 
+	if cmp := get(cmpCold); cmp != nil {
+		fmt.Fprintf(w, "A/B (-compare): %s against %s, cold, each run into a fresh registry right after the other (alternating which goes first):\n", cfg.bin, cfg.compare)
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "| | -bin | -compare | -bin / -compare |")
+		fmt.Fprintln(w, "|---|---:|---:|---|")
+		fmt.Fprintf(w, "| wall s (median) | %.2f | %.2f | %.2f× (per run: %s) |\n", cold.wall.Seconds(), cmp.wall.Seconds(),
+			pairedRatio(res.cases[cnabCold], res.cases[cmpCold]), perRun(res.cases[cnabCold], res.cases[cmpCold]))
+		fmt.Fprintf(w, "| client CPU s (median run) | %.2f | %.2f | |\n", cold.cpu.Seconds(), cmp.cpu.Seconds())
+		fmt.Fprintf(w, "| requests | %d | %d | |\n", cold.requests(), cmp.requests())
+		fmt.Fprintf(w, "| MiB uploaded | %.1f | %.1f | |\n", float64(cold.uploaded)/mib, float64(cmp.uploaded)/mib)
+		fmt.Fprintln(w)
+	}
+
 	if thick := get(cnabThick); thick != nil {
 		fmt.Fprintln(w, "Thick bundle (issue 16): the bundle exported once to an archive, then each run `fixup ARCHIVE` into an empty registry, right after the thin cold case of the same run:")
 		fmt.Fprintln(w)
