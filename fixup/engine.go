@@ -45,6 +45,16 @@ type job struct {
 	mu  sync.Mutex
 	res ImageResult
 	err error
+	end time.Time // when it was done, found present, or first failed
+}
+
+// finished notes when j ended, the first time it is called.
+func (j *job) finished() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.end.IsZero() {
+		j.end = time.Now()
+	}
 }
 
 func newJob(img Image, want digest.Digest) *job {
@@ -56,6 +66,9 @@ func (j *job) fail(err error) {
 	defer j.mu.Unlock()
 	if j.err == nil {
 		j.err = err
+	}
+	if j.end.IsZero() {
+		j.end = time.Now()
 	}
 }
 
@@ -81,8 +94,13 @@ func (j *job) add(kind EventKind, n int64) {
 // result returns j's outcome; wrap says what was being done, for its error
 // ("relocating", "exporting").
 func (j *job) result(dst target, wrap string) ImageResult {
-	r := j.res
-	r.Duration = time.Since(j.start)
+	j.mu.Lock()
+	r, end := j.res, j.end
+	j.mu.Unlock()
+	if end.IsZero() {
+		end = time.Now()
+	}
+	r.Duration = end.Sub(j.start)
 	if j.target != nil {
 		r.Target = dst.display(j)
 	}
@@ -237,6 +255,7 @@ func (e *engine) pushImage(ctx context.Context, j *job) {
 		e.failJob(j, err)
 		return
 	}
+	j.finished()
 	e.emit(Event{Kind: ImageDone, Image: j.img.Ref, Target: e.dst.display(j), Digest: j.root.Digest})
 }
 
@@ -354,6 +373,7 @@ func (e *engine) present(ctx context.Context, j *job, d digest.Digest) (bool, er
 	}
 	j.root = desc
 	j.res.Present = true
+	j.finished()
 	e.emit(Event{Kind: ImagePresent, Image: j.img.Ref, Target: e.dst.display(j), Digest: d})
 	return true, nil
 }

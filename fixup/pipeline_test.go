@@ -36,6 +36,7 @@ func TestPipelinePushesAnImageAsSoonAsItsBlobsAreIn(t *testing.T) {
 			stubError(w, http.StatusServiceUnavailable, "UNAVAILABLE")
 			return true
 		}
+		time.Sleep(300 * time.Millisecond) // the big image ends well after the small one
 		return false
 	})
 	res, err := stubRelocate(t, src, dst, -1, -1, small, big)
@@ -49,6 +50,15 @@ func TestPipelinePushesAnImageAsSoonAsItsBlobsAreIn(t *testing.T) {
 	}
 	if _, ok := dst.manifest(stubTargetRepo(t, res, big), big.tag); !ok {
 		t.Error("the big image was not pushed")
+	}
+	// Each image's duration ends when it was done, not when the run was.
+	durations := map[string]time.Duration{}
+	for _, img := range res.Images {
+		durations[img.Source] = img.Duration
+	}
+	ds, db := durations[src.Host+"/vendor/small:1.0"], durations[src.Host+"/vendor/big:1.0"]
+	if ds <= 0 || db-ds < 250*time.Millisecond {
+		t.Errorf("durations: small %v, big %v; want the small one to end at least 250 ms before the big one", ds, db)
 	}
 }
 
