@@ -136,9 +136,11 @@ type ImageResult struct {
 	// was already present, and when the source cannot list tags or
 	// referrers (a resolver other than resolver.Resolver): then Referrers
 	// is empty because nobody looked, not because there are none.
-	ReferrersSearched bool          `json:"referrersSearched"`
-	Duration          time.Duration `json:"-"`
-	Err               error         `json:"-"`
+	ReferrersSearched bool `json:"referrersSearched"`
+	// Duration is how long the image took, from the start of its planning
+	// until it was done, found present, or failed.
+	Duration time.Duration `json:"-"`
+	Err      error         `json:"-"`
 }
 
 // Result is the outcome of Relocate.
