@@ -55,7 +55,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&out, "output", "", "write the thick bundle archive to `FILE` (.tgz)")
 	fs.StringVar(&sourceMap, "source-relocation-mapping", "", "read the images where this relocation mapping `FILE` says they are now (the archive names them by the bundle's references)")
 	fs.StringVar(&saveBundle, "save-bundle", "", "write bundle.json, byte for byte as read, to `FILE`")
-	fs.IntVar(&jobs, "jobs", fixup.DefaultJobs, "blobs fetched at once across all images")
+	fs.IntVar(&jobs, "jobs", fixup.DefaultJobs, "blobs fetched at once across all images (and images planned at once)")
 	fs.BoolVar(&foreign, "include-non-distributable", false, "carry non-distributable (foreign) layers in the archive too, from the source, never from their URLs")
 	fs.BoolVarP(&quiet, "quiet", "q", false, "print only errors")
 	refs.add(fs)

@@ -103,7 +103,7 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&f.saveBundle, "save-bundle", "", "write bundle.json, byte for byte as read (from a registry, an archive or a file), to `FILE`")
 	fs.StringVar(&f.pushBundle, "push-bundle", "", "push the bundle, unchanged, with its relocated images to `HOST/REPO:TAG` in cnab-to-oci's format")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "print where each image would go; contact no registry")
-	fs.IntVar(&f.jobs, "jobs", fixup.DefaultJobs, "blobs copied at once across all images")
+	fs.IntVar(&f.jobs, "jobs", fixup.DefaultJobs, "blobs copied at once across all images (and images planned, and images pushing their manifests, at once)")
 	fs.BoolVar(&f.foreign, "include-non-distributable", false, "copy non-distributable (foreign) layers too, from the source, never from their URLs; the target must accept layer URLs")
 	fs.StringVarP(&f.output, "output", "o", "text", "`FORMAT` of the final report on stdout: text or json")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print only errors")
