@@ -239,10 +239,10 @@ func TestRetries(t *testing.T) {
 			return counts{"src:GET blob " + l: 1, "dst:PUT blob body mismatch": 0, "dst:PUT manifest " + img.tag: 0}
 		},
 	}, {
-		name: "a manifest that is not the one the registry names fails the image before any upload",
+		name: "a manifest that is not the one asked for fails the image before any upload",
 		src: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
 			return func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
-				if key != "GET manifest "+img.tag {
+				if key != "GET manifest "+img.root.Digest.String() {
 					return false
 				}
 				// Same length, valid JSON, another digest: one hex digit of
@@ -258,7 +258,7 @@ func TestRetries(t *testing.T) {
 		},
 		wantErr: ErrDigestMismatch,
 		want: func(img stubImage) counts {
-			return counts{"src:GET manifest " + img.tag: 1, "src:GET manifest " + img.root.Digest.String(): 0, "dst:POST upload": 0, "dst:PUT manifest " + img.tag: 0}
+			return counts{"src:GET manifest " + img.root.Digest.String(): 1, "dst:POST upload": 0, "dst:PUT manifest " + img.tag: 0}
 		},
 	}}
 	for _, tc := range tests {

@@ -58,7 +58,12 @@ type manifestGetter interface {
 
 // Resolve resolves img's digest when its reference has one, else its tag
 // (so that a tag that moved away from the bundle's digest is caught), else
-// the bundle's digest, else "latest".
+// the bundle's digest, else "latest". When the bundle records the digest
+// (want), the engine asks the source only once the target lacks the image,
+// and reads the root next: Resolve reads it in the same GET. Without it,
+// Resolve asks with a HEAD, so that a rerun that finds the image in place
+// costs no manifest GET (registries such as Docker Hub count those as
+// pulls, not HEADs).
 func (s RegistrySource) Resolve(ctx context.Context, img Image, want digest.Digest) (ocispec.Descriptor, error) {
 	name := reference.TrimNamed(img.Named).String()
 	var ref string
@@ -82,7 +87,7 @@ func (s RegistrySource) Resolve(ctx context.Context, img Image, want digest.Dige
 		desc ocispec.Descriptor
 		err  error
 	)
-	if g, ok := s.Resolver.(manifestGetter); ok && s.roots != nil {
+	if g, ok := s.Resolver.(manifestGetter); ok && s.roots != nil && want != "" {
 		var data []byte
 		desc, data, err = g.Manifest(ctx, name, ref)
 		if err == nil && want != "" && want.Algorithm() != desc.Digest.Algorithm() && want.Algorithm().Available() {

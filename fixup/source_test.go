@@ -12,13 +12,15 @@ import (
 	"github.com/cnabio/cnab-relocate/resolver"
 )
 
-// stubBundleRelocate relocates one image, recorded with contentDigest, from
-// src into dst/team.
+// stubBundleRelocate relocates one image, recorded with contentDigest (none
+// when ""), from src into dst/team.
 func stubBundleRelocate(t *testing.T, src, dst *regStub, img stubImage, contentDigest string) (*Result, error) {
 	t.Helper()
-	doc, _ := json.Marshal(map[string]any{"name": "stub", "version": "1.0.0", "invocationImages": []any{
-		map[string]any{"image": src.Host + "/" + img.repo + ":" + img.tag, "contentDigest": contentDigest},
-	}})
+	inv := map[string]any{"image": src.Host + "/" + img.repo + ":" + img.tag}
+	if contentDigest != "" {
+		inv["contentDigest"] = contentDigest
+	}
+	doc, _ := json.Marshal(map[string]any{"name": "stub", "version": "1.0.0", "invocationImages": []any{inv}})
 	b, err := Parse(doc)
 	if err != nil {
 		t.Fatal(err)
@@ -76,5 +78,26 @@ func TestResolveCatchesAMovedTag(t *testing.T) {
 	}
 	if n := dst.count("POST upload"); n != 0 || dst.manifestCount() != 0 {
 		t.Errorf("the target got %d uploads and %d manifests; want none", n, dst.manifestCount())
+	}
+}
+
+// Without a contentDigest the source is asked with a HEAD, so a rerun that
+// finds the image in the target GETs no manifest (a pull, to Docker Hub).
+func TestResolveWithoutDigestRerunGetsNoManifest(t *testing.T) {
+	src, dst := newRegStub(t), newRegStub(t)
+	img := src.seedImage("vendor/app", "1.0", 1, 4<<10)
+	for run := range 2 {
+		if _, err := stubBundleRelocate(t, src, dst, img, ""); err != nil {
+			t.Fatalf("run %d: %v", run+1, err)
+		}
+	}
+	for key, want := range map[string]int{
+		"HEAD manifest " + img.tag:                 2, // once per run
+		"GET manifest " + img.tag:                  0,
+		"GET manifest " + img.root.Digest.String(): 1, // the first run's walk
+	} {
+		if n := src.count(key); n != want {
+			t.Errorf("source: %s: %d requests over two runs, want %d", key, n, want)
+		}
 	}
 }
