@@ -120,42 +120,30 @@ func (r *Resolver) Manifest(ctx context.Context, repo, ref string) (ocispec.Desc
 		return ocispec.Descriptor{}, nil, err
 	}
 	var (
-		desc       ocispec.Descriptor
-		data       []byte
-		requestErr error
+		desc ocispec.Descriptor
+		data []byte
 	)
-	p := retry.Policy{Retries: r.hosts.retries, Logger: r.hosts.logger,
-		Retryable: func(err error) bool { return err != requestErr && retry.TransientNetError(err) }}
-	err = p.Do(ctx, "GET manifest "+ref, func(int) error {
-		resp, err := r.get(ctx, named, "/manifests/"+ref, manifestAccept)
-		if err != nil {
-			requestErr = err
-			return err
-		}
-		defer resp.Body.Close()
+	err = r.getBody(ctx, named, "/manifests/"+ref, manifestAccept, func(resp *http.Response) error {
 		switch {
 		case resp.StatusCode == http.StatusNotFound:
-			requestErr = fmt.Errorf("%s:%s: %w", reference.TrimNamed(named), ref, errdefs.ErrNotFound)
-			return requestErr
+			return fmt.Errorf("%s:%s: %w", reference.TrimNamed(named), ref, errdefs.ErrNotFound)
 		case resp.StatusCode != http.StatusOK:
-			requestErr = unexpected(resp)
-			return requestErr
+			return unexpected(resp)
 		}
+		var err error
 		data, err = io.ReadAll(io.LimitReader(resp.Body, maxManifest+1))
 		if err != nil {
 			return fmt.Errorf("GET %s: %w", resp.Request.URL.Redacted(), err)
 		}
 		if len(data) > maxManifest {
-			requestErr = fmt.Errorf("GET %s: the manifest is larger than %d bytes", resp.Request.URL.Redacted(), maxManifest)
-			return requestErr
+			return fmt.Errorf("GET %s: the manifest is larger than %d bytes", resp.Request.URL.Redacted(), maxManifest)
 		}
 		mediaType, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
 		desc = ocispec.Descriptor{MediaType: strings.TrimSpace(mediaType), Digest: digest.FromBytes(data), Size: int64(len(data))}
 		if d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil && d.Algorithm().Available() {
 			// The registry says which bytes it meant to send.
 			if got := d.Algorithm().FromBytes(data); got != d {
-				requestErr = fmt.Errorf("%w: GET %s: the registry sent %s, its Docker-Content-Digest says %s", verify.ErrDigestMismatch, resp.Request.URL.Redacted(), got, d)
-				return requestErr
+				return fmt.Errorf("%w: GET %s: the registry sent %s, its Docker-Content-Digest says %s", verify.ErrDigestMismatch, resp.Request.URL.Redacted(), got, d)
 			}
 			desc.Digest = d
 		}
@@ -173,19 +161,8 @@ func (r *Resolver) Manifest(ctx context.Context, repo, ref string) (ocispec.Desc
 // the transport retries failed requests, not failed reads. link is the
 // response's Link header.
 func (r *Resolver) getJSON(ctx context.Context, named reference.Named, path, accept string, v any) (found bool, link string, err error) {
-	// The transport has retried the request already: only a failed read
-	// of the body is retried here.
-	var requestErr error
-	p := retry.Policy{Retries: r.hosts.retries, Logger: r.hosts.logger,
-		Retryable: func(err error) bool { return err != requestErr && retry.TransientNetError(err) }}
-	err = p.Do(ctx, "GET "+path, func(int) error {
-		resp, err := r.get(ctx, named, path, accept)
-		if err != nil {
-			requestErr = err
-			return err
-		}
+	err = r.getBody(ctx, named, path, accept, func(resp *http.Response) error {
 		if unsupported(resp) {
-			resp.Body.Close()
 			found = false
 			return nil
 		}
@@ -199,6 +176,25 @@ func (r *Resolver) getJSON(ctx context.Context, named reference.Named, path, acc
 		return false, "", err
 	}
 	return found, link, nil
+}
+
+// getBody GETs path and hands the response to read, then closes its body.
+// The transport has retried the request already: only a read that fails
+// on the network (a body cut off in transit) is sent again, up to the
+// resolver's retries.
+func (r *Resolver) getBody(ctx context.Context, named reference.Named, path, accept string, read func(*http.Response) error) error {
+	var requestErr error
+	p := retry.Policy{Retries: r.hosts.retries, Logger: r.hosts.logger,
+		Retryable: func(err error) bool { return err != requestErr && retry.TransientNetError(err) }}
+	return p.Do(ctx, "GET "+path, func(int) error {
+		resp, err := r.get(ctx, named, path, accept)
+		if err != nil {
+			requestErr = err
+			return err
+		}
+		defer resp.Body.Close()
+		return read(resp)
+	})
 }
 
 // get sends an authorised GET for path under /v2/<repo>, with pull scope.
