@@ -232,30 +232,34 @@ func run(ctx context.Context, cfg config) error {
 	}
 
 	for r := range cfg.runs {
-		cnabCases := func() error {
-			// cnab-relocate into a fresh registry, then again.
-			return withTarget(ctx, cfg.latency, func(tgt *endpoint) error {
-				prefix := tgt.host + "/bench"
-				tgts, err := targets(prefix, sc.refs)
-				if err != nil {
-					return err
-				}
-				mapping := filepath.Join(dir, fmt.Sprintf("mapping-%d.json", r))
-				for _, name := range []string{cnabCold, cnabWarm} {
-					m, err := observe(src, tgt, func() (measure, error) {
-						return relocate(ctx, environ, cfg.bin, sc.bundlePath, prefix, mapping, cfg.jobs, "")
-					})
+		// bin into a fresh registry, once per case name (cold, then warm):
+		// the mapping it writes and every target tag are checked.
+		relocateCases := func(bin, mappingName string, names ...string) func() error {
+			return func() error {
+				return withTarget(ctx, cfg.latency, func(tgt *endpoint) error {
+					prefix := tgt.host + "/bench"
+					tgts, err := targets(prefix, sc.refs)
 					if err != nil {
-						return fmt.Errorf("%s: %w", name, err)
+						return err
 					}
-					record(name, r, m)
-				}
-				if err := checkMapping(mapping, sc.refs, tgts); err != nil {
-					return err
-				}
-				return checkTargets(ctx, tgt.reg, tgts, sc.images)
-			})
+					mapping := filepath.Join(dir, fmt.Sprintf("%s-%d.json", mappingName, r))
+					for _, name := range names {
+						m, err := observe(src, tgt, func() (measure, error) {
+							return relocate(ctx, environ, bin, sc.bundlePath, prefix, mapping, cfg.jobs, "")
+						})
+						if err != nil {
+							return fmt.Errorf("%s: %w", name, err)
+						}
+						record(name, r, m)
+					}
+					if err := checkMapping(mapping, sc.refs, tgts); err != nil {
+						return err
+					}
+					return checkTargets(ctx, tgt.reg, tgts, sc.images)
+				})
+			}
 		}
+		cnabCases := relocateCases(cfg.bin, "mapping", cnabCold, cnabWarm)
 		craneCases := func() error {
 			// crane copy in a loop into a fresh registry, then again.
 			return withTarget(ctx, cfg.latency, func(tgt *endpoint) error {
@@ -370,24 +374,7 @@ func run(ctx context.Context, cfg config) error {
 			return nil
 		}
 		// -compare's binary, cold, into a fresh registry.
-		compareCase := func() error {
-			return withTarget(ctx, cfg.latency, func(tgt *endpoint) error {
-				prefix := tgt.host + "/bench"
-				tgts, err := targets(prefix, sc.refs)
-				if err != nil {
-					return err
-				}
-				mapping := filepath.Join(dir, fmt.Sprintf("compare-%d.json", r))
-				m, err := observe(src, tgt, func() (measure, error) {
-					return relocate(ctx, environ, cfg.compare, sc.bundlePath, prefix, mapping, cfg.jobs, "")
-				})
-				if err != nil {
-					return fmt.Errorf("%s: %w", cmpCold, err)
-				}
-				record(cmpCold, r, m)
-				return checkTargets(ctx, tgt.reg, tgts, sc.images)
-			})
-		}
+		compareCase := relocateCases(cfg.compare, "compare", cmpCold)
 		if cfg.compare != "" {
 			// Right next to -bin's cold case, every other run first.
 			bin := cnabCases
