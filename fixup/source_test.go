@@ -1,15 +1,9 @@
 package fixup
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/cnabio/cnab-relocate/relocator"
-	"github.com/cnabio/cnab-relocate/resolver"
 )
 
 // stubBundleRelocate relocates one image, recorded with contentDigest (none
@@ -20,22 +14,7 @@ func stubBundleRelocate(t *testing.T, src, dst *regStub, img stubImage, contentD
 	if contentDigest != "" {
 		inv["contentDigest"] = contentDigest
 	}
-	doc, _ := json.Marshal(map[string]any{"name": "stub", "version": "1.0.0", "invocationImages": []any{inv}})
-	b, err := Parse(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := relocator.New(relocator.OneToOne, dst.Host+"/team")
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := resolver.New(resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return Relocate(ctx, b, Options{Mapping: m, ClientOptions: ClientOptions{Resolver: res}})
+	return stubRelocateInv(t, dst, 0, 0, 0, []any{inv})
 }
 
 // The source root is resolved and read in one GET of the tag: no HEAD

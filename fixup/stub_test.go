@@ -362,6 +362,13 @@ func stubRelocateWith(t *testing.T, src, dst *regStub, retries, transportRetries
 	for _, img := range imgs {
 		inv = append(inv, map[string]any{"image": src.Host + "/" + img.repo + ":" + img.tag})
 	}
+	return stubRelocateInv(t, dst, retries, transportRetries, jobs, inv)
+}
+
+// stubRelocateInv relocates a bundle with the invocation images inv (as
+// bundle.json has them) into dst/team; see stubRelocate.
+func stubRelocateInv(t *testing.T, dst *regStub, retries, transportRetries, jobs int, inv []any) (*Result, error) {
+	t.Helper()
 	doc, _ := json.Marshal(map[string]any{"name": "stub", "version": "1.0.0", "invocationImages": inv})
 	b, err := Parse(doc)
 	if err != nil {
