@@ -134,7 +134,7 @@ func printReport(w io.Writer, res *results) {
 			}
 		}
 		fl := median(best)
-		fmt.Fprintln(w, "The floor (issue 14): the plainest registry-to-registry copy — for each unique blob a POST, a GET from the source streamed into one monolithic PUT, N at a time; a mount into each other repository; every manifest PUT as fetched — no hashing, no checks, no retries; per run the better of N = 4 and 8:")
+		fmt.Fprintln(w, "The floor (issues 14 and 23): the plainest registry-to-registry copy — for each unique blob a POST, a GET from the source streamed into one monolithic PUT, N at a time; a mount into each other repository; every manifest PUT as fetched — no hashing, no checks, no retries; per run the better of N = 4 and 8:")
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "| target | measured | met |")
 		fmt.Fprintln(w, "|---|---|---|")
@@ -154,8 +154,8 @@ func printReport(w io.Writer, res *results) {
 		}
 		fmt.Fprintf(w, "| target requests ≤ 1.25× the floor's | %d vs %d; %s | %s |\n", tr(ct), tr(ft), ratio(float64(tr(ct)), float64(tr(ft))), yes(float64(tr(ct)) <= 1.25*float64(tr(ft))))
 		fmt.Fprintf(w, "| bytes uploaded = unique bytes | %d vs %d (floor %d) | %s |\n", cold.uploaded, sc.uniqueBytes, fl.uploaded, yes(cold.uploaded == sc.uniqueBytes))
-		perGiB := cold.cpu.Seconds() / (float64(sc.uniqueBytes) / (400 * mib))
-		fmt.Fprintf(w, "| client CPU ≤ 0.6 s per 400 MiB | %.2f s per 400 MiB (floor %.2f s) | %s |\n", perGiB, fl.cpu.Seconds()/(float64(sc.uniqueBytes)/(400*mib)), yes(perGiB <= 0.6))
+		cpuText, cpuOK := cpuLimit(len(sc.images), sc.uniqueBytes, cold.cpu, fl.cpu)
+		fmt.Fprintf(w, "%s %s |\n", cpuText, yes(cpuOK))
 		fmt.Fprintf(w, "| (target requests by kind) | cnab-relocate: %s; floor: %s | |\n", kinds(ct), kinds(ft))
 		fmt.Fprintln(w)
 	}
@@ -309,15 +309,33 @@ func orDash(s string) string {
 	return s
 }
 
-// floorLimit is issue 14's bound on the cold wall time against the floor for
-// a scenario, and what makes it that: 1.2× with added latency (a remote
-// registry), 1.1× for bundles of hundreds of images, else 1.05×.
+// floorLimit is the bound on the cold wall time against the floor for a
+// scenario, and what makes it that (issue 23's decision: every byte stays
+// hashed by this tool, which costs 5-10% on a CPU-bound 2-core machine when
+// the bytes dominate): 1.2× with added latency (a remote registry), 1.05×
+// for bundles of dozens of images and more (requests dominate), else 1.10×.
 func floorLimit(latency time.Duration, images int) (float64, string) {
 	switch {
 	case latency > 0:
 		return 1.2, fmt.Sprintf(" (%v added to every request)", latency)
-	case images >= 300:
-		return 1.1, fmt.Sprintf(" (%d images)", images)
+	case images >= manyImages:
+		return 1.05, fmt.Sprintf(" (%d images)", images)
 	}
-	return 1.05, ""
+	return 1.10, " (every byte hashed by the client)"
+}
+
+// manyImages is where requests, not bytes, dominate a relocation.
+const manyImages = 50
+
+// cpuLimit is the bound on the client's CPU: at a few large images, 0.6 s
+// per 400 MiB of unique bytes (what hashing and copying them costs); at
+// many images, 1.5× the floor client's CPU, since per-request work
+// dominates there and no client is below the floor's.
+func cpuLimit(images int, uniqueBytes int64, cold, floor time.Duration) (text string, ok bool) {
+	per400 := func(d time.Duration) float64 { return d.Seconds() / (float64(uniqueBytes) / (400 * mib)) }
+	if images >= manyImages {
+		return fmt.Sprintf("| client CPU ≤ 1.5× the floor client's | %.2f s vs %.2f s; %s |", cold.Seconds(), floor.Seconds(), ratio(cold.Seconds(), floor.Seconds())),
+			cold.Seconds() <= 1.5*floor.Seconds()
+	}
+	return fmt.Sprintf("| client CPU ≤ 0.6 s per 400 MiB | %.2f s per 400 MiB (floor %.2f s) |", per400(cold), per400(floor)), per400(cold) <= 0.6
 }
