@@ -33,7 +33,7 @@ import (
 //	            if n < 2 { return []string{last} }
 //	            return append(components[0:n-1], "-", last)
 //
-// Points where DESIGN.md is terse and the code decides:
+// Points where docs/design.md is terse and the code decides:
 //   - The hash is over the *normalised* name (image.Name wraps
 //     reference.ParseNormalizedNamed): "istio/proxyv2" hashes
 //     "docker.io/istio/proxyv2". Confirmed by duffle's relocation guide

@@ -316,7 +316,7 @@ func TestOneToOneRepoNormalises(t *testing.T) {
 }
 
 // TestFit walks every branch of the component fitting, against a direct
-// transcription of the rule in DESIGN.md.
+// transcription of the rule in docs/design.md.
 func TestFit(t *testing.T) {
 	for _, tc := range []struct {
 		path  string
@@ -353,7 +353,7 @@ func TestFit(t *testing.T) {
 	}
 }
 
-// fitReference is the rule as DESIGN.md states it, built with slices and
+// fitReference is the rule as docs/design.md states it, built with slices and
 // strings.Join, to cross-check fit's arithmetic.
 func fitReference(path string, avail int) string {
 	c := strings.Split(path, "/")
