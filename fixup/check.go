@@ -113,18 +113,14 @@ func headTarget(ctx context.Context, r remotes.Resolver, target string, want dig
 	if err != nil {
 		return "", invalid(fmt.Errorf("relocated reference %q: %v", target, err))
 	}
-	ref := named.String()
+	// By its digest when it has one, else by its tag: "latest" when it has
+	// neither, as docker reads it and as fixup pushes it.
+	ref := reference.TagNameOnly(named).String()
 	if c, ok := named.(reference.Canonical); ok {
 		ref = reference.TrimNamed(named).String() + "@" + c.Digest().String()
 		if want == "" {
 			want = c.Digest()
 		}
-	} else if want != "" {
-		if t, ok := named.(reference.Tagged); ok {
-			ref = reference.TrimNamed(named).String() + ":" + t.Tag()
-		}
-	} else {
-		ref = reference.TagNameOnly(named).String()
 	}
 	_, desc, err := r.Resolve(ctx, ref)
 	if err != nil {

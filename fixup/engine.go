@@ -41,6 +41,11 @@ type job struct {
 	refs   []referrerGraph
 	fetch  remotes.Fetcher
 	start  time.Time
+	// latest reads a target with neither tag nor digest as :latest, as
+	// docker reads it: its root is looked for and pushed under the tag
+	// latest (a bundle's images). Otherwise (Copy, Layout.Push) such a
+	// target gets the root by digest only.
+	latest bool
 
 	mu  sync.Mutex
 	res ImageResult
@@ -55,6 +60,22 @@ func (j *job) finished() {
 	if j.end.IsZero() {
 		j.end = time.Now()
 	}
+}
+
+// rootTag is the tag j's root goes under in a registry: its target's tag;
+// "latest" for a target with neither tag nor digest when j.latest; else ""
+// (by digest only).
+func (j *job) rootTag() string {
+	switch t := j.target.(type) {
+	case reference.Tagged:
+		return t.Tag()
+	case reference.Digested:
+		return ""
+	}
+	if j.latest {
+		return "latest"
+	}
+	return ""
 }
 
 func newJob(img Image, want digest.Digest) *job {

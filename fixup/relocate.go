@@ -57,6 +57,9 @@ func (c *Client) relocate(ctx context.Context, b *Bundle, opts Options) (*Result
 	for i, p := range plan.Entries {
 		jobs[i] = newJob(p.Image, p.Digest)
 		jobs[i].target = p.Target
+		// A bundle's image written without tag or digest is :latest, as
+		// docker pulls it; its target too.
+		jobs[i].latest = true
 	}
 	if err := e.run(ctx, jobs); err != nil {
 		return nil, err

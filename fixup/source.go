@@ -56,9 +56,9 @@ type manifestGetter interface {
 	Manifest(ctx context.Context, repo, ref string) (ocispec.Descriptor, []byte, error)
 }
 
-// Resolve resolves img's digest when its reference has one, else its tag
-// (so that a tag that moved away from the bundle's digest is caught), else
-// the bundle's digest, else "latest". When the bundle records the digest
+// Resolve resolves img's digest when its reference has one, else its tag,
+// "latest" when it has neither, as docker reads it (so that a tag that
+// moved away from the bundle's digest is caught). When the bundle records the digest
 // (want), the engine asks the source only once the target lacks the image,
 // and reads the root next: Resolve reads it in the same GET. Without it,
 // Resolve asks with a HEAD, so that a rerun that finds the image in place
@@ -73,11 +73,7 @@ func (s RegistrySource) Resolve(ctx context.Context, img Image, want digest.Dige
 	case reference.Tagged:
 		ref = r.Tag()
 	default:
-		if want != "" {
-			ref = want.String()
-		} else {
-			ref = "latest" // as reference.TagNameOnly has it
-		}
+		ref = "latest" // as reference.TagNameOnly has it
 	}
 	at := ":"
 	if strings.Contains(ref, ":") {

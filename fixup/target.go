@@ -94,8 +94,8 @@ func (t registryTarget) display(j *job) string { return j.target.String() }
 
 func (t registryTarget) lookup(ctx context.Context, j *job, d digest.Digest) (ocispec.Descriptor, error) {
 	ref := reference.TrimNamed(j.target).String() + "@" + d.String()
-	if tg, ok := j.target.(reference.Tagged); ok {
-		ref = reference.TrimNamed(j.target).String() + ":" + tg.Tag()
+	if tag := j.rootTag(); tag != "" {
+		ref = reference.TrimNamed(j.target).String() + ":" + tag
 	}
 	_, desc, err := t.r.Resolve(ctx, ref)
 	return desc, err
@@ -228,8 +228,8 @@ func (t registryTarget) existingKind(key string) EventKind {
 
 func (t registryTarget) putManifest(ctx context.Context, j *job, n node, tag string, root bool) (_ bool, retErr error) {
 	ref := reference.TrimNamed(j.target).String()
-	if tg, ok := j.target.(reference.Tagged); ok && root {
-		tag = tg.Tag()
+	if root {
+		tag = j.rootTag()
 	}
 	if tag != "" {
 		ref += ":" + tag
