@@ -38,8 +38,9 @@ type target interface {
 	// it is only the layout).
 	display(j *job) string
 	// lookup returns the root descriptor j's target name points at, its
-	// tag if it has one, else the digest d; an error matching ErrNotFound
-	// when there is none.
+	// tag (job.rootTag: latest for a bundle image without one) if it has
+	// one, else the digest d; an error matching ErrNotFound when there is
+	// none.
 	lookup(ctx context.Context, j *job, d digest.Digest) (ocispec.Descriptor, error)
 	// putBlob stores desc in host/repo: mounted from one of mountFrom
 	// (repositories of the same host) where it can, else read from open.
@@ -49,7 +50,7 @@ type target interface {
 	putBlob(ctx context.Context, host, repo string, desc ocispec.Descriptor, mountFrom []string, open func(context.Context) (io.ReadCloser, error), report func(int64)) (EventKind, error)
 	// putManifest stores a manifest or index of j, byte for byte, under tag
 	// (in j's target repository) when tag is not "", or under j's target
-	// name when root is true. It reports false when it found it there already
+	// name (job.rootTag, else by digest) when root is true. It reports false when it found it there already
 	// (containerd's pusher asks first; the resolver's own push does not, and
 	// reports true).
 	putManifest(ctx context.Context, j *job, n node, tag string, root bool) (bool, error)
