@@ -19,7 +19,8 @@ import (
 // references have neither tag nor digest: docker pulls them as :latest.
 type untagged struct {
 	src    *registrytest.Registry
-	images map[string]registrytest.Image // reference as written -> image
+	images map[string]registrytest.Image     // reference as written -> image
+	specs  map[string]registrytest.ImageSpec // reference as written -> what was pushed
 	bundle map[string]any
 }
 
@@ -31,7 +32,7 @@ func seedUntagged(t *testing.T, src *registrytest.Registry) *untagged {
 	t.Helper()
 	ctx := context.Background()
 	c := src.Client()
-	u := &untagged{src: src, images: map[string]registrytest.Image{}}
+	u := &untagged{src: src, images: map[string]registrytest.Image{}, specs: map[string]registrytest.ImageSpec{}}
 	specs := map[string]registrytest.ImageSpec{
 		"vendor/installer": {Repo: "vendor/installer", Tag: "latest", Layers: []int{60 << 10}, Seed: 31},
 		"library/web":      {Repo: "library/web", Tag: "latest", Layers: []int{40 << 10}, Seed: 32, OCI: true, Platforms: []string{"linux/amd64", "linux/arm64"}},
@@ -43,6 +44,7 @@ func seedUntagged(t *testing.T, src *registrytest.Registry) *untagged {
 			t.Fatal(err)
 		}
 		u.images[src.Host+"/"+repo] = img
+		u.specs[src.Host+"/"+repo] = s
 	}
 	if _, err := c.PushImage(ctx, registrytest.ImageSpec{Repo: "library/web", Tag: "2.0", Layers: []int{10 << 10}, Seed: 34}); err != nil {
 		t.Fatal(err)
@@ -195,6 +197,34 @@ func TestUntaggedIsLatest(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("over an untagged earlier relocation", func(t *testing.T) {
+		// What an earlier version left: every image by digest only, no tag.
+		prefix := proxy.Host + "/old"
+		m, _ := relocator.New(relocator.OneToOne, prefix)
+		for ref, img := range u.images {
+			target, err := m.Map(mustParse(t, ref), img.Root.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			spec := u.specs[ref]
+			spec.Repo, spec.Tag = reference.Path(target), ""
+			if again, err := dst.Client().PushImage(context.Background(), spec); err != nil || again.Root.Digest != img.Root.Digest {
+				t.Fatalf("pushing %s by digest: %s, %v", spec.Repo, again.Root.Digest, err)
+			}
+		}
+		mapPath := filepath.Join(dir, "old-mapping.json")
+		proxy.Reset()
+		if r := cli(t, nil, "fixup", bundlePath, "--repository-prefix", prefix, "--relocation-mapping", mapPath); r.code != 0 {
+			t.Fatalf("fixup exited %d", r.code)
+		}
+		checkLatest(t, u, dst, m, mapPath)
+		t.Logf("target requests: %v", proxy.Counts())
+		// The tag is added; no blob travels again (each is there already).
+		if c := proxy.Counts(); c["PUT blob"] != 0 || c["PATCH upload"] != 0 {
+			t.Errorf("the rerun uploaded blobs: %v", c)
+		}
+	})
 
 	t.Run("two hops", func(t *testing.T) {
 		hop1, hop2 := filepath.Join(dir, "hop1.json"), filepath.Join(dir, "hop2.json")

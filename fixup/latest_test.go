@@ -182,3 +182,47 @@ func TestRelocateUntaggedLatestMoved(t *testing.T) {
 		t.Fatalf("err = %v, want a digest mismatch naming what :latest holds (%s)", err, now.Root.Digest)
 	}
 }
+
+// A target relocated before untagged meant :latest holds the image by
+// digest only: a rerun adds the tag latest. (go-containerregistry's
+// registry declines a blob mount from the repository itself, so blobs may
+// be sent again here; e2e's TestUntaggedIsLatest checks, against
+// distribution, that none is.)
+func TestRelocateUntaggedTagsAnOldRelocation(t *testing.T) {
+	ctx := context.Background()
+	src, dst := registrytest.StartMemory(false), registrytest.StartMemory(false)
+	defer src.Close()
+	defer dst.Close()
+	img, err := src.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "library/web", Tag: "latest", Layers: []int{300, 200}, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := src.Host + "/library/web"
+	m, err := relocator.New(relocator.OneToOne, dst.Host+"/team")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, err := m.Map(mustNamed(ref), img.Root.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newTestClient(t, ClientOptions{})
+	// What an earlier version left: the image by digest, no tag.
+	if _, err := c.Copy(ctx, ref, target.String()); err != nil {
+		t.Fatal(err)
+	}
+	if tags, _ := dst.Client().Tags(ctx, reference.Path(target)); len(tags) != 0 {
+		t.Fatalf("tags %v after Copy, want none", tags)
+	}
+	doc, _ := json.Marshal(map[string]any{"name": "app", "version": "1.0.0", "invocationImages": []any{map[string]any{"image": ref}}})
+	b, err := Parse(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.relocate(ctx, b, Options{Mapping: m}); err != nil {
+		t.Fatal(err)
+	}
+	if tags, err := dst.Client().Tags(ctx, reference.Path(target)); err != nil || !slices.Equal(tags, []string{"latest"}) {
+		t.Errorf("tags %v, %v; want [latest]", tags, err)
+	}
+}
