@@ -2,7 +2,7 @@
 # install-deps.sh installs what the end-to-end tests, benchmarks and the demo need on a Debian
 # machine: the CNCF distribution registry 2.8 (Debian package docker-registry) and distribution
 # v3.1.2 (built with go install, about 90 s the first time), which internal/registrytest starts on
-# random 127.0.0.1 ports with its own configuration, and skopeo. (go-containerregistry's registry,
+# random 127.0.0.1 ports with its own configuration, skopeo and tmux. (go-containerregistry's registry,
 # the third implementation the tests run, is built from this module by the tests.)
 #
 # It is idempotent: when /usr/bin/docker-registry is already there it only makes sure the packaged
@@ -24,10 +24,11 @@ as_root() {
 }
 
 # skopeo writes OCI layouts independently of us: e2e relocates a thick bundle
-# made from its layout.
+# made from its layout. tmux is the real terminal e2e runs the progress display in.
 missing=()
 [ -x "$REGISTRY_BIN" ] || missing+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 if [ "${#missing[@]}" -gt 0 ]; then
 	echo "install-deps: installing ${missing[*]}" >&2
 	as_root apt-get update
