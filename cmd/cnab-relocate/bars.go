@@ -1,15 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/vbauerster/mpb/v8"
-	"github.com/vbauerster/mpb/v8/decor"
+	"github.com/mattn/go-runewidth"
 	"golang.org/x/term"
 
 	"github.com/cnabio/cnab-relocate/fixup"
@@ -35,7 +35,7 @@ func newReporter(w io.Writer, quiet bool, dest string) reporter {
 	case quiet:
 		return nopReporter{}
 	case isTerminal(w):
-		return newBars(w)
+		return newBars(w, func() (int, int) { return terminalSize(w) }, refreshRate)
 	}
 	return newProgress(w, dest)
 }
@@ -45,36 +45,60 @@ type nopReporter struct{}
 func (nopReporter) event(fixup.Event) {}
 func (nopReporter) wait()             {}
 
-// bars draws a progress bar for each image in flight, as many as the
-// terminal has rows for (the others wait their turn), and a summary line
-// for the whole run: images done, present and failed, bytes, rate, ETA. A
-// finished image's bar goes away, so the display never outgrows the
-// terminal and leaves nothing behind in its scrollback. Decorators run on
-// mpb's goroutine, so the state they read is atomic, never behind b.mu.
-type bars struct {
-	mu       sync.Mutex // serialises events; never taken by decorators
-	p        *mpb.Progress
-	total    *mpb.Bar
-	sum      int64
-	maxShown int // image bars at most: the rows left for them
-	shown    int
-	nameW    int
-	barW     int
-	images   map[string]*imageBar
-	queue    []*imageBar // planned, waiting for a row
-	finished bool
+// refreshRate is how often the display is redrawn.
+const refreshRate = 120 * time.Millisecond
 
-	seen, done, present, failed atomic.Int64
-	copied, mounted, skipped    atomic.Int64
-	wide                        bool // room for the blob counts
+// bars draws, on a terminal, a line for each image in flight, as many as
+// the terminal has rows for (the others wait their turn, oldest first),
+// and a summary line for the whole run: images done, present and failed,
+// bytes, rate, ETA. A finished image's line goes away; when the run ends
+// only the summary line is left.
+//
+// Each frame reads the terminal's size, so a resize is followed at the
+// next frame. A frame takes at most rows-1 rows: the row the cursor rests
+// on, below it, is never written, so drawing never scrolls the screen
+// (a frame that scrolled would leave its top line behind). Every line is
+// cut to cols-1 cells (display width, not bytes): the terminal never wraps
+// a line, so the rows a frame took are the lines it wrote, and the next
+// frame moves the cursor up over exactly them.
+//
+// A frame overwrites the last one line by line and erases below it only
+// after it has written its own lines, never from the screen's top-left
+// corner: tmux (scroll-on-clear) and other terminals push the whole screen
+// into the scrollback when the screen is erased from there, which is what
+// left every frame behind when the display drew with mpb (cursor up, then
+// erase to the end of the screen).
+type bars struct {
+	w      io.Writer
+	size   func() (cols, rows int)
+	start  time.Time
+	stop   chan struct{}
+	ticker sync.WaitGroup
+
+	mu       sync.Mutex
+	images   map[string]*imageBar
+	active   []*imageBar // planned and not finished, in the order planned
+	finished bool
+	seen     int
+	done     int
+	present  int
+	failed   int
+	copied   int
+	mounted  int
+	skipped  int
+	total    int64 // bytes planned
+	moved    int64 // bytes copied, mounted or found present
+
+	// What the last frame drew: the cell width of each line, and the
+	// terminal's width then.
+	drawn     []int
+	drawnCols int
 }
 
 type imageBar struct {
 	name   string
 	size   int64
 	cur    int64
-	bar    *mpb.Bar     // nil while it waits for a row
-	state  atomic.Value // string: "", "present", "done", "failed"
 	closed bool
 }
 
@@ -88,50 +112,26 @@ func terminalSize(w io.Writer) (cols, rows int) {
 	return 80, 24
 }
 
-func newBars(w io.Writer) *bars {
-	cols, rows := terminalSize(w)
-	b := &bars{
-		images: map[string]*imageBar{},
-		// The summary line, the line the cursor rests on, and one spare:
-		// a frame never outgrows the terminal (its top line would scroll
-		// away and stay behind).
-		maxShown: max(1, rows-3),
-		barW:     min(32, max(8, cols-90)),
-		wide:     cols >= 150,
-	}
-	b.nameW = min(42, max(16, cols-32-b.barW))
-	b.p = mpb.New(mpb.WithOutput(w), mpb.WithWidth(b.barW), mpb.WithRefreshRate(120*time.Millisecond))
-	appended := []decor.Decorator{
-		decor.AverageSpeed(decor.SizeB1024(0), " % .1f", decor.WC{W: 14}),
-		decor.OnComplete(decor.AverageETA(decor.ET_STYLE_MMSS, decor.WC{W: 8}), "   done "),
-	}
-	if b.wide {
-		appended = append(appended, decor.Any(func(decor.Statistics) string {
-			return fmt.Sprintf(" blobs: %d copied, %d mounted, %d present", b.copied.Load(), b.mounted.Load(), b.skipped.Load())
-		}))
-	}
-	b.total = b.p.New(0, mpb.BarStyle(),
-		mpb.BarPriority(1<<30), // always last
-		mpb.PrependDecorators(
-			decor.Any(func(decor.Statistics) string { return b.summary() }, decor.WC{W: 40, C: decor.DindentRight}),
-			decor.CountersKibiByte("% .1f / % .1f", decor.WC{W: 22}),
-		),
-		mpb.AppendDecorators(appended...),
-	)
+// newBars draws on w, a terminal of size(), every rate.
+func newBars(w io.Writer, size func() (cols, rows int), rate time.Duration) *bars {
+	b := &bars{w: w, size: size, start: time.Now(), stop: make(chan struct{}), images: map[string]*imageBar{}}
+	b.ticker.Add(1)
+	go func() {
+		defer b.ticker.Done()
+		t := time.NewTicker(rate)
+		defer t.Stop()
+		for {
+			select {
+			case <-b.stop:
+				return
+			case <-t.C:
+				b.mu.Lock()
+				b.draw()
+				b.mu.Unlock()
+			}
+		}
+	}()
 	return b
-}
-
-// summary is the first part of the summary line: "images 37/60 done, 2
-// present, 1 failed".
-func (b *bars) summary() string {
-	s := fmt.Sprintf("images %d/%d done", b.done.Load()+b.present.Load(), b.seen.Load())
-	if n := b.present.Load(); n > 0 {
-		s += fmt.Sprintf(", %d present", n)
-	}
-	if n := b.failed.Load(); n > 0 {
-		s += fmt.Sprintf(", %d failed", n)
-	}
-	return s
 }
 
 // image returns the image's state, made on first sight.
@@ -140,106 +140,34 @@ func (b *bars) image(name string) *imageBar {
 		return ib
 	}
 	ib := &imageBar{name: name}
-	ib.state.Store("")
 	b.images[name] = ib
-	b.seen.Add(1)
+	b.seen++
 	return ib
 }
 
-// show gives ib a bar if there is a row for it, else queues it.
-func (b *bars) show(ib *imageBar) {
-	if ib.bar != nil || ib.closed {
-		return
-	}
-	if b.shown >= b.maxShown {
-		b.queue = append(b.queue, ib)
-		return
-	}
-	b.shown++
-	b.newBar(ib)
-}
-
-// newBar draws ib's bar, on a row of its own, or, after, in the row of the
-// bar that is ending (mpb swaps them in one frame: the display does not
-// grow).
-func (b *bars) newBar(ib *imageBar, after ...mpb.BarOption) {
-	counters := decor.CountersKibiByte("% .1f / % .1f", decor.WC{W: 22})
-	opts := append([]mpb.BarOption{mpb.BarRemoveOnComplete(),
-		mpb.PrependDecorators(
-			decor.Name(shorten(ib.name, b.nameW-2), decor.WC{W: b.nameW, C: decor.DindentRight}),
-			decor.Any(func(s decor.Statistics) string {
-				str, _ := counters.Decor(s)
-				return str
-			}, decor.WC{W: 22}),
-		),
-		mpb.AppendDecorators(decor.Any(func(s decor.Statistics) string {
-			if s.Total <= 0 {
-				return ""
-			}
-			return fmt.Sprintf(" %3d%%", min(s.Current*100/s.Total, 100))
-		}, decor.WC{W: 8}))}, after...)
-	ib.bar = b.p.New(ib.size, mpb.BarStyle(), opts...)
-	ib.bar.SetCurrent(ib.cur)
-}
-
-// next returns the first image waiting for a row that is not done yet.
-func (b *bars) next() *imageBar {
-	for len(b.queue) > 0 {
-		ib := b.queue[0]
-		b.queue = b.queue[1:]
-		if !ib.closed {
-			return ib
-		}
-	}
-	return nil
-}
-
-func (b *bars) grow(n int64) {
-	b.sum += n
-	b.total.SetTotal(b.sum, false)
-}
-
-// finish ends ib in state: its bar goes away, its row goes to the next.
+// finish ends ib in state ("done", "present", "failed"): its line goes.
 func (b *bars) finish(ib *imageBar, state string) {
 	if ib.closed {
 		return
 	}
 	ib.closed = true
-	ib.state.Store(state)
 	switch state {
 	case "done":
-		b.done.Add(1)
+		b.done++
 	case "present":
-		b.present.Add(1)
+		b.present++
 	case "failed":
-		b.failed.Add(1)
+		b.failed++
 	}
-	if ib.bar == nil {
-		return
-	}
-	// The next image takes this one's row as it ends.
-	nx := b.next()
-	if nx != nil {
-		b.newBar(nx, mpb.BarQueueAfter(ib.bar))
-	}
-	if state == "done" || state == "present" {
-		ib.bar.SetTotal(-1, true)
-	} else {
-		ib.bar.Abort(true)
-	}
-	if nx == nil {
-		// The row is free once mpb has drawn this bar for the last time:
-		// a bar added before that would be drawn with it, one row too many.
-		go b.release(ib.bar)
+	for i, a := range b.active {
+		if a == ib {
+			b.active = append(b.active[:i], b.active[i+1:]...)
+			break
+		}
 	}
 }
 
-func (ib *imageBar) add(n int64) {
-	ib.cur += n
-	if ib.bar != nil {
-		ib.bar.IncrInt64(n)
-	}
-}
+func (ib *imageBar) add(n int64) { ib.cur += n }
 
 func (b *bars) event(e fixup.Event) {
 	b.mu.Lock()
@@ -252,29 +180,32 @@ func (b *bars) event(e fixup.Event) {
 		b.image(e.Image)
 	case fixup.ImagePlanned:
 		ib := b.image(e.Image)
+		if ib.closed {
+			return
+		}
 		ib.size = e.Size
-		b.grow(e.Size)
-		b.show(ib)
+		b.total += e.Size
+		b.active = append(b.active, ib)
 	case fixup.ImagePresent:
 		b.finish(b.image(e.Image), "present")
 	case fixup.BlobProgress:
 		if ib, ok := b.images[e.Image]; ok {
 			ib.add(e.Bytes)
 		}
-		b.total.IncrInt64(e.Bytes)
+		b.moved += e.Bytes
 	case fixup.BlobCopied:
-		b.copied.Add(1)
+		b.copied++
 	case fixup.BlobMounted, fixup.BlobSkipped, fixup.ManifestPushed:
 		switch e.Kind {
 		case fixup.BlobMounted:
-			b.mounted.Add(1)
+			b.mounted++
 		case fixup.BlobSkipped:
-			b.skipped.Add(1)
+			b.skipped++
 		}
 		if ib, ok := b.images[e.Image]; ok {
 			ib.add(e.Size)
 		}
-		b.total.IncrInt64(e.Size)
+		b.moved += e.Size
 	case fixup.ImageDone:
 		if ib, ok := b.images[e.Image]; ok {
 			b.finish(ib, "done")
@@ -284,6 +215,8 @@ func (b *bars) event(e fixup.Event) {
 	}
 }
 
+// wait stops the display and draws its last frame: the summary line,
+// left on the screen.
 func (b *bars) wait() {
 	b.mu.Lock()
 	if b.finished {
@@ -291,39 +224,160 @@ func (b *bars) wait() {
 		return
 	}
 	b.finished = true
-	b.queue = nil
-	for _, ib := range b.images {
-		if !ib.closed && ib.bar != nil {
-			ib.closed = true
-			ib.bar.Abort(true)
-		}
-	}
-	b.total.SetTotal(-1, true)
+	b.active = nil
 	b.mu.Unlock()
-	b.p.Wait()
-}
-
-// release frees the row of bar, ended, once it is gone from the display:
-// the next image waiting for a row, if one came meanwhile, takes it.
-func (b *bars) release(bar *mpb.Bar) {
-	bar.Wait()
+	close(b.stop)
+	b.ticker.Wait()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.finished {
-		return
-	}
-	if nx := b.next(); nx != nil {
-		b.newBar(nx)
-		return
-	}
-	b.shown--
+	b.draw()
 }
 
-// shorten keeps the end of s, which names the image, within n runes.
+// draw replaces the last frame with a new one. Called with b.mu held.
+func (b *bars) draw() {
+	cols, rows := b.size()
+	if cols < 2 || rows < 2 {
+		return // no row to spare: wait for a bigger terminal
+	}
+	lines := b.frame(cols, rows)
+	var buf bytes.Buffer
+	buf.WriteByte('\r')
+	if up := b.drawnRows(cols); up > 0 {
+		fmt.Fprintf(&buf, "\x1b[%dA", up)
+	}
+	widths := make([]int, len(lines))
+	for i, l := range lines {
+		widths[i] = runewidth.StringWidth(l)
+		// Erase the line, then write it: erasing after a line as wide
+		// as the terminal would take its last cell.
+		buf.WriteString("\x1b[2K")
+		buf.WriteString(l)
+		buf.WriteString("\r\n")
+	}
+	// What is left of a longer frame, below this one (never from the
+	// top-left corner: this frame has a line).
+	buf.WriteString("\x1b[J")
+	if _, err := b.w.Write(buf.Bytes()); err != nil {
+		return
+	}
+	b.drawn, b.drawnCols = widths, cols
+}
+
+// drawnRows is how many rows the last frame takes on a terminal now cols
+// wide. A terminal that got narrower splits the lines that no longer fit
+// (tmux, VTE, kitty, iTerm2 and Windows Terminal reflow): a line of w
+// cells takes ceil(w/cols) rows.
+func (b *bars) drawnRows(cols int) int {
+	if cols >= b.drawnCols {
+		return len(b.drawn)
+	}
+	n := 0
+	for _, w := range b.drawn {
+		n += max(1, (w+cols-1)/cols)
+	}
+	return n
+}
+
+// frame is the display for a terminal of cols x rows: a line for each of
+// the first images in flight that fit and the summary line, at most rows-1
+// lines, each at most cols-1 cells wide.
+func (b *bars) frame(cols, rows int) []string {
+	width := cols - 1
+	shown := min(len(b.active), rows-2)
+	lines := make([]string, 0, shown+1)
+	barW := min(32, max(8, width-90))
+	nameW := min(42, max(16, width-32-barW))
+	for _, ib := range b.active[:shown] {
+		pct := ""
+		if ib.size > 0 {
+			pct = fmt.Sprintf("%3d%%", min(ib.cur*100/ib.size, 100))
+		}
+		l := padRight(shorten(ib.name, nameW-2), nameW) +
+			padLeft(human(ib.cur)+" / "+human(ib.size), 22) + " " +
+			bar(ib.cur, ib.size, barW) + " " + padLeft(pct, 8)
+		lines = append(lines, cut(l, width))
+	}
+	return append(lines, cut(b.summaryLine(width), width))
+}
+
+// summaryLine is "images 37/60 done, 2 present, 1 failed", bytes moved of
+// planned, a bar when there is room for one, the average rate, the ETA
+// (or "done"), and on a wide terminal the blob counts.
+func (b *bars) summaryLine(width int) string {
+	s := fmt.Sprintf("images %d/%d done", b.done+b.present, b.seen)
+	if b.present > 0 {
+		s += fmt.Sprintf(", %d present", b.present)
+	}
+	if b.failed > 0 {
+		s += fmt.Sprintf(", %d failed", b.failed)
+	}
+	elapsed := time.Since(b.start).Seconds()
+	rate := 0.0
+	if elapsed > 0 {
+		rate = float64(b.moved) / elapsed
+	}
+	eta := "--:--"
+	switch {
+	case b.finished:
+		eta = "done"
+	case rate > 0 && b.total >= b.moved:
+		left := time.Duration(float64(b.total-b.moved) / rate * float64(time.Second))
+		eta = fmt.Sprintf("%02d:%02d", int(left.Minutes()), int(left.Seconds())%60)
+	}
+	blobs := ""
+	if width >= 149 {
+		blobs = fmt.Sprintf(" blobs: %d copied, %d mounted, %d present", b.copied, b.mounted, b.skipped)
+	}
+	counts := human(b.moved) + " / " + human(b.total)
+	tail := padLeft(human(int64(rate))+"/s", 14) + padLeft(eta, 8) + blobs
+	tw := runewidth.StringWidth(tail)
+	if room := width - runewidth.StringWidth(s) - 22 - tw; room >= 1 {
+		// Columns as the image lines have them, a bar if it fits.
+		s = padRight(s, max(runewidth.StringWidth(s)+1, min(40, width-22-tw)))
+		if barW := min(32, width-runewidth.StringWidth(s)-22-2-tw); barW >= 8 {
+			return s + padLeft(counts, 22) + " " + bar(b.moved, b.total, barW) + " " + tail
+		}
+		return s + padLeft(counts, 22) + tail
+	}
+	// Narrow: what matters first.
+	return s + "  " + counts + "  " + eta
+}
+
+// bar is a progress bar of width cells, brackets included: [===>----].
+func bar(cur, total int64, width int) string {
+	in := width - 2
+	fill := in
+	if total > 0 {
+		fill = int(min(cur, total) * int64(in) / total)
+	} else if cur == 0 {
+		fill = 0
+	}
+	switch {
+	case fill >= in:
+		return "[" + strings.Repeat("=", in) + "]"
+	case fill == 0:
+		return "[" + strings.Repeat("-", in) + "]"
+	}
+	return "[" + strings.Repeat("=", fill-1) + ">" + strings.Repeat("-", in-fill) + "]"
+}
+
+// cut keeps s within width cells, marking a cut with "…", and drops
+// trailing spaces.
+func cut(s string, width int) string {
+	return strings.TrimRight(runewidth.Truncate(s, width, "…"), " ")
+}
+
+// padRight fills s with spaces to width cells.
+func padRight(s string, width int) string { return runewidth.FillRight(s, width) }
+
+// padLeft puts spaces before s up to width cells.
+func padLeft(s string, width int) string { return runewidth.FillLeft(s, width) }
+
+// shorten keeps the end of s, which names the image, within n cells.
 func shorten(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
+	w := runewidth.StringWidth(s)
+	if w <= n {
 		return s
 	}
-	return "…" + string(r[len(r)-n+1:])
+	return "…" + runewidth.TruncateLeft(s, w-n+1, "")
 }
