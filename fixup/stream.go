@@ -24,6 +24,9 @@ type streamSource interface {
 	// accepts, in the source's order; fn must be done with r when it
 	// returns.
 	stream(ctx context.Context, want func(digest.Digest) bool, fn func(digest.Digest, io.Reader) error) error
+	// rereads says why stream(want) reads the source a second time, its
+	// metadata not being at the front; "" when it does not.
+	rereads(want func(digest.Digest) bool) string
 }
 
 // streamOf returns the stream behind src, if it is one (directly, or read
@@ -92,13 +95,16 @@ func (e *engine) streamBlobs(ctx context.Context, ss streamSource, tasks []*blob
 			}
 			return nil
 		}
+		want := func(d digest.Digest) bool { return len(pending[d]) > 0 }
 		if pass > 0 {
 			e.c.logger.Debug("reading the archive again", "pass", pass+1, "blobs", len(pending))
+		} else if why := ss.rereads(want); why != "" {
+			e.c.logger.Debug(why)
 		}
 		budget := semaphore.NewWeighted(streamBuffer)
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(e.c.jobs)
-		err := ss.stream(ctx, func(d digest.Digest) bool { return len(pending[d]) > 0 }, func(d digest.Digest, r io.Reader) error {
+		err := ss.stream(ctx, want, func(d digest.Digest, r io.Reader) error {
 			ts := pending[d]
 			size := ts[0].desc.Size
 			if size <= streamBufferBlob && budget.TryAcquire(size) {

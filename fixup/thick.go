@@ -168,6 +168,13 @@ func (s ArchiveSource) Referrers(ctx context.Context, img Image, subject digest.
 
 func (s ArchiveSource) has(d digest.Digest) bool { return s.Archive.Has(d) }
 
+func (s ArchiveSource) rereads(want func(digest.Digest) bool) string {
+	if why := s.Archive.Rereads(want); why != "" {
+		return fmt.Sprintf("archive %s: metadata not at the front (%s): reading it twice", s.Archive.Path, why)
+	}
+	return ""
+}
+
 func (s ArchiveSource) stream(ctx context.Context, want func(digest.Digest) bool, fn func(digest.Digest, io.Reader) error) error {
 	return s.Archive.Stream(ctx, want, fn)
 }

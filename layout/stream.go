@@ -37,14 +37,19 @@ var ErrStreamOnly = errors.New("read only by streaming the archive")
 
 // Archive is a thick bundle archive (CNAB Core 104: a gzipped or plain tar
 // with bundle.json at its root and an OCI image layout in
-// artifacts/layout) read as a stream, never written to disk. OpenArchive
-// reads it until it has what planning needs — bundle.json,
-// relocation-mapping.json, the layout's index and every manifest and
-// index it names — and pauses there; the first Stream goes on from there
-// for the other blobs, in the archive's order, and later ones read the
-// archive again. An archive whose metadata comes first (as WriteArchive
-// writes it) is thus read once. Close releases it. Its methods are safe
-// for concurrent use.
+// artifacts/layout) read as a stream, never written to disk. Its members
+// may come in any order, with or without a "./" prefix. OpenArchive reads
+// it for what planning needs — bundle.json, relocation-mapping.json, the
+// layout's oci-layout and index.json, and every manifest and index
+// index.json names — holding blobs of up to 4 MiB in memory (64 MiB in
+// all) and skipping bigger ones. When the metadata is at the front
+// (bundle.json before every blob, and the rest of it before the first
+// blob that comes once it is all in, as WriteArchive writes it),
+// OpenArchive pauses at that blob and the first Stream goes on from
+// there: the archive is read once. Otherwise OpenArchive reads to the end
+// (headers and small files) and Stream reads the archive a second time
+// (see Rereads), unless what it needs is held. Later Streams read it
+// again too. Close releases it. Its methods are safe for concurrent use.
 type Archive struct {
 	// Path is the archive's file.
 	Path string
@@ -64,6 +69,10 @@ type Archive struct {
 	heldList []digest.Digest          // in the archive's order
 	rest     *walker                  // the first read, paused; nil once it went on
 	complete bool                     // the whole archive has been read once
+	reads    int                      // times the archive was read from its start
+	// notFront says why the metadata is not at the front ("" when it is,
+	// or when the first read held every blob).
+	notFront string
 }
 
 // OpenArchive reads the archive at path up to what planning needs (see
@@ -99,11 +108,12 @@ func scanArchive(ctx context.Context, path string, r io.Reader) (*Archive, error
 	return a, a.Close()
 }
 
-// scan reads w up to the pause (see Archive).
+// scan reads w up to the pause, or to its end (see Archive).
 func scan(ctx context.Context, w *walker) (*Archive, error) {
-	a := &Archive{Path: w.archive, kept: map[digest.Digest][]byte{}, blobs: map[digest.Digest]int64{}, held: map[digest.Digest][]byte{}}
+	a := &Archive{Path: w.archive, kept: map[digest.Digest][]byte{}, blobs: map[digest.Digest]int64{}, held: map[digest.Digest][]byte{}, reads: 1}
 	var layoutFile, indexFile []byte
 	var keptSize int64
+	blobFirst := false // a blob came before bundle.json
 	for {
 		name, hdr, r, err := w.next(ctx)
 		if err == io.EOF {
@@ -136,9 +146,23 @@ func scan(ctx context.Context, w *walker) (*Archive, error) {
 			if !ok {
 				return nil, w.bad("entry %q: not a blob name (blobs/ALGORITHM/ENCODED)", hdr.Name)
 			}
+			if a.BundleJSON == nil {
+				blobFirst = true
+			}
+			if a.notFront == "" && !blobFirst && layoutFile != nil && indexFile != nil && a.hasAllManifests(indexFile) {
+				// The metadata came first: pause at this blob, which
+				// Stream reads first.
+				w.unread(name, hdr, r)
+				a.rest = w
+				break
+			}
 			a.blobs[d] = hdr.Size
 			if hdr.Size > maxManifestSize || keptSize+hdr.Size > maxKept {
-				break // streamed later
+				// Too big to hold: skipped, for Stream to read again.
+				if a.notFront == "" {
+					a.notFront = notFront(blobFirst, layoutFile, indexFile)
+				}
+				break
 			}
 			// Small blobs (manifests, indexes, configs) are checked now:
 			// a corrupt one is found before anything is pushed.
@@ -162,8 +186,7 @@ func scan(ctx context.Context, w *walker) (*Archive, error) {
 		if err != nil {
 			return nil, err
 		}
-		if a.BundleJSON != nil && layoutFile != nil && indexFile != nil && a.hasAllManifests(indexFile) {
-			a.rest = w // what is left are layers: pause here
+		if a.rest != nil {
 			break
 		}
 	}
@@ -181,6 +204,20 @@ func scan(ctx context.Context, w *walker) (*Archive, error) {
 	}
 	a.hasLayout, a.index = true, idx
 	return a, nil
+}
+
+// notFront says which metadata was not at the front of an archive when
+// its first blob too big to hold came, the metadata not being all in.
+func notFront(blobFirst bool, layoutFile, indexFile []byte) string {
+	switch {
+	case blobFirst:
+		return BundleFile + " after the blobs"
+	case indexFile == nil:
+		return ocispec.ImageIndexFile + " after the blobs"
+	case layoutFile == nil:
+		return ocispec.ImageLayoutFile + " after the blobs"
+	}
+	return "manifests after the layers"
 }
 
 // hasAllManifests reports whether every manifest and index that
@@ -314,10 +351,16 @@ func (a *Archive) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCl
 // accepts, calling fn for each in the archive's order with a reader of its
 // bytes as they are in the archive (the caller checks them against its
 // descriptor). The first Stream goes on from where OpenArchive paused
-// (the small blobs read before then come first, from memory); a later one
-// reads the archive again from its start. fn must be done with r when it
-// returns; what it leaves unread is skipped. An error from fn ends the
-// pass and is returned.
+// (the small blobs read before then come first, from memory); when
+// OpenArchive did not pause (see Rereads), or for a later Stream, it reads
+// the archive again from its start, unless the blobs held in memory are
+// all want needs. fn must be done with r when it returns; what it leaves
+// unread is skipped. An error from fn ends the pass and is returned.
+//
+// Going on after the pause, a relocation-mapping.json is an error
+// (ErrInvalidArchive): the archive put bundle.json before every blob, so
+// its images were looked up without the mapping, which would change
+// where they are found.
 func (a *Archive) Stream(ctx context.Context, want func(digest.Digest) bool, fn func(d digest.Digest, r io.Reader) error) error {
 	a.mu.Lock()
 	w, held, heldList := a.rest, a.held, a.heldList
@@ -349,6 +392,7 @@ func (a *Archive) Stream(ctx context.Context, want func(digest.Digest) bool, fn 
 			return err
 		}
 	}
+	paused := w != nil
 	if w == nil {
 		if a.knownAndGiven(want, given) {
 			return nil // nothing more wanted that the archive holds
@@ -357,6 +401,9 @@ func (a *Archive) Stream(ctx context.Context, want func(digest.Digest) bool, fn 
 		if w, err = openWalker(a.Path); err != nil {
 			return err
 		}
+		a.mu.Lock()
+		a.reads++
+		a.mu.Unlock()
 	}
 	defer w.close()
 	for {
@@ -369,6 +416,9 @@ func (a *Archive) Stream(ctx context.Context, want func(digest.Digest) bool, fn 
 		}
 		if err != nil {
 			return err
+		}
+		if paused && name == MappingFile {
+			return w.bad("%s comes after the blobs, though %s comes before them: the images were looked up without it; put it before the blobs, beside %s", MappingFile, BundleFile, BundleFile)
 		}
 		if !strings.HasPrefix(name, blobsPrefix) {
 			continue
@@ -384,6 +434,40 @@ func (a *Archive) Stream(ctx context.Context, want func(digest.Digest) bool, fn 
 			return err
 		}
 	}
+}
+
+// Rereads says why Stream(want) would read the archive again from its
+// start, as the second read of an archive whose metadata is not at the
+// front (see Archive): "bundle.json after the blobs", say. It is "" when
+// the archive has been read to its end once already by a Stream, when
+// OpenArchive paused (Stream goes on from there) or when what want needs
+// is held in memory.
+func (a *Archive) Rereads(want func(digest.Digest) bool) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.rest != nil || a.reads > 1 || a.notFront == "" || !a.complete {
+		return ""
+	}
+	for d := range a.blobs {
+		if _, ok := a.held[d]; ok {
+			continue
+		}
+		if _, ok := a.kept[d]; ok {
+			continue
+		}
+		if want(d) {
+			return a.notFront
+		}
+	}
+	return ""
+}
+
+// Reads returns how many times the archive has been read from its start:
+// 1 after OpenArchive, one more for each Stream that read it again.
+func (a *Archive) Reads() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.reads
 }
 
 // knownAndGiven reports whether the archive, read to its end before, holds
@@ -426,6 +510,21 @@ type walker struct {
 	files   map[string]bool
 	dirs    map[string]bool
 	n       int
+	// peek is an entry given back by unread, which next returns again.
+	peek *peeked
+}
+
+// peeked is an entry next returned and unread gave back, not read yet.
+type peeked struct {
+	name string
+	hdr  *tar.Header
+	r    io.Reader
+}
+
+// unread gives back the entry next just returned, unread: the next call
+// of next returns it again.
+func (w *walker) unread(name string, hdr *tar.Header, r io.Reader) {
+	w.peek = &peeked{name, hdr, r}
 }
 
 // newWalker starts reading the bytes of r; archive names them in errors.
@@ -492,6 +591,10 @@ func (w *walker) close() {
 // of its content, valid until the next call. At the end of the archive
 // (whose gzip trailer is checked) it returns io.EOF.
 func (w *walker) next(ctx context.Context) (string, *tar.Header, io.Reader, error) {
+	if p := w.peek; p != nil {
+		w.peek = nil
+		return p.name, p.hdr, p.r, nil
+	}
 	for ; ; w.n++ {
 		if err := ctx.Err(); err != nil {
 			return "", nil, nil, err
