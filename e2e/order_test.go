@@ -278,7 +278,7 @@ func TestArchiveCNABGoOrder(t *testing.T) {
 
 // TestArchiveGNUTarOrder: a folder with bundle.json, relocation-mapping.json
 // and the layout, tarred by GNU tar --sort=name -C DIR . (gzipped and
-// plain), relocates.
+// plain), relocates, and export re-packs it.
 func TestArchiveGNUTarOrder(t *testing.T) {
 	src := registrytest.Start(t, registrytest.Options{})
 	dst := registrytest.Start(t, registrytest.Options{})
@@ -311,5 +311,6 @@ func TestArchiveGNUTarOrder(t *testing.T) {
 			t.Fatalf("tar: %v\n%s", err, out)
 		}
 		relocateOrdered(t, tarF, keys, dst, dst.Host+"/"+strings.ReplaceAll(tc.name, ".", "-"), archive, true)
+		exportOrdered(t, tarF, keys, dst, dst.Host+"/ours-"+strings.ReplaceAll(tc.name, ".", "-"), archive)
 	}
 }
