@@ -43,10 +43,11 @@ var ErrStreamOnly = errors.New("read only by streaming the archive")
 // layout's oci-layout and index.json, and every manifest and index
 // index.json names — holding blobs of up to 4 MiB in memory (64 MiB in
 // all) and skipping bigger ones. When the metadata is at the front
-// (bundle.json before every blob, and the rest of it before the first
-// blob that comes once it is all in, as WriteArchive writes it),
-// OpenArchive pauses at that blob and the first Stream goes on from
-// there: the archive is read once. Otherwise OpenArchive reads to the end
+// (bundle.json before every blob; oci-layout, index.json and the
+// manifests before the first blob too big to hold; as WriteArchive writes
+// it), OpenArchive pauses at the first blob after them and the first
+// Stream goes on from there: the archive is read once. A
+// relocation-mapping.json must come before that blob. Otherwise OpenArchive reads to the end
 // (headers and small files) and Stream reads the archive a second time
 // (see Rereads), unless what it needs is held. Later Streams read it
 // again too. Close releases it. Its methods are safe for concurrent use.
