@@ -68,8 +68,9 @@ type registryAPI interface {
 	Referrers(ctx context.Context, repo string, subject digest.Digest) ([]ocispec.Descriptor, bool, error)
 }
 
-// tagCache lists each repository's tags once per run, and finds out once
-// per registry whether it has the referrers API: the first image to ask a
+// tagCache lists each repository's tags once per run (a failed list is
+// asked again by the next image, not kept), and finds out once per
+// registry whether it has the referrers API: the first image to ask a
 // registry asks alone, the others wait for its answer (and ask for their
 // own subjects only when the registry has the API).
 type tagCache struct {
@@ -122,25 +123,52 @@ func (c *tagCache) referrers(ctx context.Context, api registryAPI, host, repo st
 	return descs, supported, err
 }
 
+// tagList is one repository's tag list: being asked for (done open), or
+// answered. A failed ask is not kept (see get).
 type tagList struct {
-	once sync.Once
+	done chan struct{}
 	tags []string
 	err  error
 }
 
+// get returns repo's tags, listing them once per run: askers that come
+// while the list is being asked for wait for that answer, error included.
+// A failure is not kept: the next asker asks again, so that one transient
+// failure does not hide the referrers of every other image of repo. A
+// waiter whose answer is the first asker's cancellation, while its own
+// context is live, asks again itself.
 func (c *tagCache) get(ctx context.Context, api registryAPI, repo string) ([]string, error) {
-	c.mu.Lock()
-	if c.tags == nil {
-		c.tags = map[string]*tagList{}
+	for {
+		c.mu.Lock()
+		if c.tags == nil {
+			c.tags = map[string]*tagList{}
+		}
+		l, asked := c.tags[repo]
+		if !asked {
+			l = &tagList{done: make(chan struct{})}
+			c.tags[repo] = l
+		}
+		c.mu.Unlock()
+		if !asked {
+			l.tags, l.err = api.Tags(ctx, repo)
+			if l.err != nil {
+				c.mu.Lock()
+				delete(c.tags, repo)
+				c.mu.Unlock()
+			}
+			close(l.done)
+			return l.tags, l.err
+		}
+		select {
+		case <-l.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if (errors.Is(l.err, context.Canceled) || errors.Is(l.err, context.DeadlineExceeded)) && ctx.Err() == nil {
+			continue
+		}
+		return l.tags, l.err
 	}
-	l, ok := c.tags[repo]
-	if !ok {
-		l = &tagList{}
-		c.tags[repo] = l
-	}
-	c.mu.Unlock()
-	l.once.Do(func() { l.tags, l.err = api.Tags(ctx, repo) })
-	return l.tags, l.err
 }
 
 // Referrers finds what refers to subject in img's repository: through the

@@ -800,3 +800,87 @@ func TestReferrersAPIProbedOncePerRegistry(t *testing.T) {
 		t.Errorf("the referrers API was asked %d times, want once (the stub has none)", asked)
 	}
 }
+
+// flakyTags is a registryAPI whose tag list fails as many times as
+// failures says, then answers; each call waits for gate when it is set.
+type flakyTags struct {
+	mu       sync.Mutex
+	calls    int
+	failures int
+	gate     chan struct{}
+}
+
+func (f *flakyTags) Tags(ctx context.Context, repo string) ([]string, error) {
+	f.mu.Lock()
+	f.calls++
+	fail := f.calls <= f.failures
+	f.mu.Unlock()
+	if f.gate != nil {
+		<-f.gate
+	}
+	if fail {
+		return nil, errors.New("503 Service Unavailable")
+	}
+	return []string{"1.0"}, nil
+}
+
+func (f *flakyTags) Referrers(context.Context, string, digest.Digest) ([]ocispec.Descriptor, bool, error) {
+	return nil, false, nil
+}
+
+// A failed tag list is not kept for the rest of the run: the next asker
+// lists again and gets the tags.
+func TestTagCacheForgetsAFailure(t *testing.T) {
+	api := &flakyTags{failures: 1}
+	var c tagCache
+	ctx := context.Background()
+	if _, err := c.get(ctx, api, "reg.example/app"); err == nil {
+		t.Fatal("first list: no error, want the registry's failure")
+	}
+	tags, err := c.get(ctx, api, "reg.example/app")
+	if err != nil || !slices.Equal(tags, []string{"1.0"}) {
+		t.Fatalf("second list = %v, %v; want [1.0] (a failure must not be cached)", tags, err)
+	}
+	if _, err := c.get(ctx, api, "reg.example/app"); err != nil || api.calls != 2 {
+		t.Errorf("third list: %v after %d calls; want the kept answer, 2 calls", err, api.calls)
+	}
+}
+
+// Askers that come while the list is asked for share that one call.
+func TestTagCacheSharesOneCall(t *testing.T) {
+	api := &flakyTags{gate: make(chan struct{})}
+	var c tagCache
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			tags, err := c.get(context.Background(), api, "reg.example/app")
+			if err == nil && len(tags) != 1 {
+				err = fmt.Errorf("tags %v", tags)
+			}
+			errs <- err
+		})
+	}
+	// Let every asker arrive, then answer.
+	for {
+		c.mu.Lock()
+		_, asked := c.tags["reg.example/app"]
+		c.mu.Unlock()
+		if asked {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	close(api.gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if api.calls != 1 {
+		t.Errorf("%d tag list calls for 8 concurrent askers, want 1", api.calls)
+	}
+}
