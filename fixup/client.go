@@ -85,7 +85,7 @@ func (c *Client) source(src Source, entries []PlanEntry, m relocation.ImageReloc
 }
 
 func (c *Client) registryTarget() target {
-	t := registryTarget{r: c.resolver, tracker: c.tracker}
+	t := registryTarget{r: c.resolver, tracker: c.tracker, probes: &tagCache{}}
 	if api, ok := c.resolver.(pushAPI); ok {
 		t.api = api
 	}

@@ -87,9 +87,9 @@ type apiProbe struct {
 	supported bool
 }
 
-// referrers asks host's referrers API for subject in repo, unless the
-// registry is known to lack it (supported false, no request).
-func (c *tagCache) referrers(ctx context.Context, api registryAPI, host, repo string, subject digest.Digest) ([]ocispec.Descriptor, bool, error) {
+// probe returns host's probe, and whether the caller is its first asker,
+// who asks and then calls settle; the others wait for its answer.
+func (c *tagCache) probe(ctx context.Context, host string) (p *apiProbe, first bool, err error) {
 	c.mu.Lock()
 	if c.probes == nil {
 		c.probes = map[string]*apiProbe{}
@@ -100,18 +100,20 @@ func (c *tagCache) referrers(ctx context.Context, api registryAPI, host, repo st
 		c.probes[host] = p
 	}
 	c.mu.Unlock()
-	if asked {
-		select {
-		case <-p.done:
-		case <-ctx.Done():
-			return nil, false, ctx.Err()
-		}
-		if p.answered && !p.supported {
-			return nil, false, nil
-		}
-		return api.Referrers(ctx, repo, subject)
+	if !asked {
+		return p, true, nil
 	}
-	descs, supported, err := api.Referrers(ctx, repo, subject)
+	select {
+	case <-p.done:
+		return p, false, nil
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	}
+}
+
+// settle records the first asker's answer to p, or forgets p when the
+// ask failed, so that the next image asks again.
+func (c *tagCache) settle(host string, p *apiProbe, supported bool, err error) {
 	if err != nil {
 		c.mu.Lock()
 		delete(c.probes, host)
@@ -120,7 +122,44 @@ func (c *tagCache) referrers(ctx context.Context, api registryAPI, host, repo st
 		p.answered, p.supported = true, supported
 	}
 	close(p.done)
+}
+
+// referrers asks host's referrers API for subject in repo, unless the
+// registry is known to lack it (supported false, no request).
+func (c *tagCache) referrers(ctx context.Context, api registryAPI, host, repo string, subject digest.Digest) ([]ocispec.Descriptor, bool, error) {
+	p, first, err := c.probe(ctx, host)
+	if err != nil {
+		return nil, false, err
+	}
+	if !first {
+		if p.answered && !p.supported {
+			return nil, false, nil
+		}
+		return api.Referrers(ctx, repo, subject)
+	}
+	descs, supported, err := api.Referrers(ctx, repo, subject)
+	c.settle(host, p, supported, err)
 	return descs, supported, err
+}
+
+// hasAPI reports whether host has the referrers API, asking it (for
+// subject in repo, which must exist there) only when nobody has yet.
+func (c *tagCache) hasAPI(ctx context.Context, api registryAPI, host, repo string, subject digest.Digest) (bool, error) {
+	for {
+		p, first, err := c.probe(ctx, host)
+		if err != nil {
+			return false, err
+		}
+		if !first {
+			if p.answered {
+				return p.supported, nil
+			}
+			continue // the first ask failed: ask again
+		}
+		_, supported, err := api.Referrers(ctx, repo, subject)
+		c.settle(host, p, supported, err)
+		return supported, err
+	}
 }
 
 // tagList is one repository's tag list: being asked for (done open), or

@@ -884,3 +884,67 @@ func TestTagCacheSharesOneCall(t *testing.T) {
 		t.Errorf("%d tag list calls for 8 concurrent askers, want 1", api.calls)
 	}
 }
+
+// TestRelocateTagSchemaIntoReferrersAPI: from a registry without the
+// referrers API (the SBOM listed by the tag schema index sha256-<hex>, a
+// cosign signature under sha256-<hex>.sig) into one with it, the SBOM is
+// pushed with its subject, after it, and listed by the target's API; no
+// tag schema index is copied (no sha256-<hex> tag), cosign's tag travels,
+// and the image's tag is written last. The reverse direction writes the
+// index (TestRelocateReferrersAPI).
+func TestRelocateTagSchemaIntoReferrersAPI(t *testing.T) {
+	e := newRefEnv(t, false, true)
+	img := e.image(t)
+	sbom := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: sbomType, Subject: &img.Root, Payload: []byte(`{"spdxVersion":"SPDX-2.3"}`)})
+	idx, _ := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{sbom}})
+	indexTag := cosignTag(img.Root.Digest, "")
+	if _, err := e.srcReg.Client().PushManifest(context.Background(), "vendor/app", indexTag, ocispec.MediaTypeImageIndex, idx); err != nil {
+		t.Fatal(err)
+	}
+	sigTag := cosignTag(img.Root.Digest, ".sig")
+	sig := e.artifact(t, registrytest.ArtifactSpec{ConfigType: ocispec.MediaTypeImageConfig, Tag: sigTag, Payload: []byte(`{"critical":{}}`)})
+
+	res, ev, repo, err := e.relocate(t, ReferrerOptions{}, img)
+	if err != nil {
+		t.Fatalf("Relocate: %v", err)
+	}
+	// The target is asked whether it has the API once, for the image.
+	if n := count(e.dst, "GET /v2/"+repo+"/referrers/"); n != 1 {
+		t.Errorf("the target's referrers API was asked %d times, want 1", n)
+	}
+	e.wantManifest(t, repo, img.Tag, img.Root)
+	e.wantManifest(t, repo, sbom.Digest.String(), sbom)
+	e.wantManifest(t, repo, sigTag, sig)
+	if got, want := e.tags(t, repo), sortedStrings(img.Tag, sigTag); !slices.Equal(got, want) {
+		t.Errorf("target tags = %q, want %q (no referrers tag schema index where the API is)", got, want)
+	}
+	if got := referrersOf(t, e.dst.Host, repo, img.Root); len(got) != 1 || got[0].Digest != sbom.Digest {
+		t.Errorf("the target's referrers API lists %v, want the SBOM %s", got, sbom.Digest)
+	}
+	want := sortResults(
+		ReferrerResult{Subject: img.Root.Digest, Digest: sbom.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: sbomType},
+		ReferrerResult{Subject: img.Root.Digest, Digest: sig.Digest, MediaType: ocispec.MediaTypeImageManifest, ArtifactType: ocispec.MediaTypeImageConfig, Tag: sigTag},
+	)
+	if diff := cmp.Diff(want, sortedReferrers(t, res)); diff != "" {
+		t.Errorf("ImageResult.Referrers (-want +got):\n%s", diff)
+	}
+	if n := len(ev.of(ReferrerCopied)); n != 2 {
+		t.Errorf("%d ReferrerCopied events, want 2 (the SBOM and the signature)", n)
+	}
+
+	// The order of the manifest PUTs: the subject by digest before the
+	// SBOM, the image's tag last.
+	var puts []string
+	for _, r := range e.dst.Requests() {
+		if p, ok := strings.CutPrefix(r, "PUT /v2/"+repo+"/manifests/"); ok {
+			puts = append(puts, p)
+		}
+	}
+	subjectAt, sbomAt := slices.Index(puts, img.Root.Digest.String()), slices.Index(puts, sbom.Digest.String())
+	if subjectAt < 0 || sbomAt < 0 || subjectAt > sbomAt {
+		t.Errorf("manifest PUTs %q: want the subject %s by digest before the SBOM %s", puts, img.Root.Digest, sbom.Digest)
+	}
+	if len(puts) == 0 || puts[len(puts)-1] != img.Tag {
+		t.Errorf("manifest PUTs %q: want the image's tag %s last", puts, img.Tag)
+	}
+}

@@ -54,9 +54,15 @@ type target interface {
 	// (containerd's pusher asks first; the resolver's own push does not, and
 	// reports true).
 	putManifest(ctx context.Context, j *job, n node, tag string, root bool) (bool, error)
+	// referrersAPI reports whether the target finds referrers by their
+	// subject itself (the OCI referrers API), so that no referrers tag
+	// schema index is to be written or copied there. subject is a manifest
+	// of j already in j's target repository.
+	referrersAPI(ctx context.Context, j *job, subject digest.Digest) (bool, error)
 	// referrerIndexes makes the referrers of j found without a tag (through
-	// a referrers API) findable in the target, and returns the tag schema
-	// indexes the engine must push for that (tag, node).
+	// a referrers API) findable in a target without the referrers API, and
+	// returns the tag schema indexes the engine must push for that (tag,
+	// node).
 	referrerIndexes(ctx context.Context, j *job, refs []referrerGraph) ([]taggedNode, error)
 	// finish completes the run (a layout writes its index.json).
 	finish(ctx context.Context) error
@@ -77,6 +83,9 @@ type registryTarget struct {
 	// fewer requests than containerd's pusher: no HEAD before a blob's
 	// upload or mount, nor before a manifest's PUT.
 	api pushAPI
+	// probes remembers, per target registry, whether it has the referrers
+	// API (see referrersAPI). Nil asks each time.
+	probes *tagCache
 }
 
 // pushAPI is the push half of *resolver.Resolver.
@@ -275,10 +284,31 @@ func (t registryTarget) putManifest(ctx context.Context, j *job, n node, tag str
 	return true, nil
 }
 
+// referrersAPI asks the target registry's referrers API for subject, once
+// per registry and run (the first image to push referrers there asks; the
+// others wait for its answer). The answer to that GET decides, not the
+// OCI-Subject header of a manifest PUT: go-containerregistry's registry
+// has the API and does not send the header. subject is in the repository
+// by then, for a registry that answers 404 for a repository it does not
+// know (go-containerregistry's) would seem to lack the API. A resolver
+// that cannot ask (not this module's) counts as a target without it.
+func (t registryTarget) referrersAPI(ctx context.Context, j *job, subject digest.Digest) (bool, error) {
+	api, ok := t.r.(registryAPI)
+	if !ok {
+		return false, nil
+	}
+	repo := reference.TrimNamed(j.target).String()
+	if t.probes == nil {
+		_, supported, err := api.Referrers(ctx, repo, subject)
+		return supported, err
+	}
+	return t.probes.hasAPI(ctx, api, reference.Domain(j.target), repo, subject)
+}
+
 // referrerIndexes makes the referrers found through the source's referrers
-// API findable in a target that lacks the API: it adds them to the
-// subject's referrers tag schema index (tag sha256-<hex>), as OCI 1.1
-// clients do. A target with the API indexes them itself.
+// API findable in a target that lacks the API (see referrersAPI): it adds
+// them to the subject's referrers tag schema index (tag sha256-<hex>), as
+// OCI 1.1 clients do, keeping what the target's index lists already.
 func (t registryTarget) referrerIndexes(ctx context.Context, j *job, refs []referrerGraph) ([]taggedNode, error) {
 	bySubject := map[digest.Digest][]ocispec.Descriptor{}
 	var subjects []digest.Digest
@@ -292,18 +322,12 @@ func (t registryTarget) referrerIndexes(ctx context.Context, j *job, refs []refe
 		d := ocispec.Descriptor{MediaType: r.Desc.MediaType, Digest: r.Desc.Digest, Size: r.Desc.Size, ArtifactType: r.artifactType, Annotations: r.Desc.Annotations}
 		bySubject[r.subject] = append(bySubject[r.subject], d)
 	}
-	api, ok := t.r.(registryAPI)
-	if len(subjects) == 0 || !ok {
+	if _, ok := t.r.(registryAPI); len(subjects) == 0 || !ok {
 		return nil, nil
 	}
 	repo := reference.TrimNamed(j.target).String()
 	var out []taggedNode
 	for _, subject := range subjects {
-		if _, supported, err := api.Referrers(ctx, repo, subject); err != nil {
-			return nil, fmt.Errorf("listing referrers of %s: %w", subject, err)
-		} else if supported {
-			continue
-		}
 		tag := referrerTags(subject)[0]
 		idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex}
 		idx.SchemaVersion = 2
@@ -402,6 +426,12 @@ func (t layoutTarget) putManifest(ctx context.Context, j *job, n node, tag strin
 		t.store.AddRef(n.desc, reference.TrimNamed(j.target).String()+":"+tag)
 	}
 	return true, nil
+}
+
+// referrersAPI is false: a layout keeps referrers under their tags, and
+// those found without one by a subject annotation.
+func (t layoutTarget) referrersAPI(context.Context, *job, digest.Digest) (bool, error) {
+	return false, nil
 }
 
 func (t layoutTarget) referrerIndexes(_ context.Context, _ *job, refs []referrerGraph) ([]taggedNode, error) {
