@@ -64,4 +64,18 @@ if ! { [ -x "$V3_BIN" ] && "$V3_BIN" --version 2>/dev/null | grep -q "distributi
 		mv "$(dirname "$V3_BIN")/registry" "$V3_BIN"
 	fi
 fi
+# The oras CLI, which e2e asks to discover relocated referrers (through the referrers API and the
+# tag schema) as a client kept by others would: $ORAS_BIN, else GOPATH's bin, built with go install
+# from the Go module proxy when missing (about 30 s the first time).
+ORAS_VERSION=v1.3.6
+ORAS_BIN="${ORAS_BIN:-$(go env GOPATH)/bin/oras}"
+if ! { [ -x "$ORAS_BIN" ] && "$ORAS_BIN" version 2>/dev/null | grep -q "${ORAS_VERSION#v}"; }; then
+	echo "install-deps: building oras $ORAS_VERSION into $(dirname "$ORAS_BIN")" >&2
+	mkdir -p "$(dirname "$ORAS_BIN")"
+	GOBIN="$(dirname "$ORAS_BIN")" go install "oras.land/oras/cmd/oras@$ORAS_VERSION"
+	if [ "$(basename "$ORAS_BIN")" != oras ]; then
+		mv "$(dirname "$ORAS_BIN")/oras" "$ORAS_BIN"
+	fi
+fi
+
 echo "install-deps: ok ($("$REGISTRY_BIN" --version 2>/dev/null || echo "$REGISTRY_BIN"); $("$V3_BIN" --version 2>/dev/null || echo "$V3_BIN"))"
