@@ -47,6 +47,10 @@ type job struct {
 	// target gets the root by digest only.
 	latest bool
 
+	// refresh: the image is present, and only its referrers in refs
+	// (and their blobs in graph) are to be copied (Referrers.Refresh).
+	refresh bool
+
 	mu  sync.Mutex
 	res ImageResult
 	err error
@@ -394,9 +398,108 @@ func (e *engine) present(ctx context.Context, j *job, d digest.Digest) (bool, er
 	}
 	j.root = desc
 	j.res.Present = true
+	if e.c.opts.Referrers.Refresh {
+		copying, err := e.refresh(ctx, j)
+		if err != nil || copying {
+			return true, err
+		}
+	}
 	j.finished()
 	e.emit(Event{Kind: ImagePresent, Image: j.img.Ref, Target: e.dst.display(j), Digest: d})
 	return true, nil
+}
+
+// refresh looks for the referrers of j, an image found present, at the
+// source, and plans the copy of those the target lacks (copying): j.graph
+// then holds their blobs and no manifest of the image, which is in place
+// (see pushManifests). The subjects are the root and, for an index, the
+// manifests it lists (one GET of the root); the source's tags are listed
+// once per repository, as for every image (tagCache).
+func (e *engine) refresh(ctx context.Context, j *job) (copying bool, err error) {
+	if _, ok := e.src.(ReferrerSource); !ok || e.c.opts.Referrers.Disabled {
+		return false, nil
+	}
+	f, err := e.src.Fetcher(ctx, j.img)
+	if err != nil {
+		return false, e.sourceErr(j, "fetching", err)
+	}
+	j.fetch = f
+	g := &graph{manifests: []node{{desc: j.root}}}
+	if isIndex(j.root.MediaType) {
+		var data []byte
+		err := e.policy.Do(ctx, "manifest "+j.root.Digest.String(), func(int) error {
+			var err error
+			data, err = fetchManifest(ctx, f, j.root)
+			return err
+		})
+		var idx ocispec.Index
+		if err == nil {
+			err = json.Unmarshal(data, &idx)
+		}
+		if err != nil {
+			return false, e.sourceErr(j, "reading the image", err)
+		}
+		children := make([]node, 0, len(idx.Manifests)+1)
+		for _, m := range idx.Manifests {
+			children = append(children, node{desc: m})
+		}
+		g.manifests = append(children, g.manifests...)
+	}
+	refs, searched, err := e.findReferrers(ctx, j, g)
+	if err != nil {
+		return false, e.sourceErr(j, "finding referrers", err)
+	}
+	j.res.ReferrersSearched = searched
+	if len(refs) == 0 {
+		return false, nil
+	}
+	api, err := e.dst.referrersAPI(ctx, j, j.root.Digest)
+	if err != nil {
+		return false, e.targetErr(j, "asking for the referrers API", err)
+	}
+	var missing []referrerGraph
+	for _, r := range refs {
+		have, err := e.hasReferrer(ctx, j, r, api)
+		if err != nil {
+			return false, e.targetErr(j, "looking for referrer "+r.Desc.Digest.String(), err)
+		}
+		if !have {
+			missing = append(missing, r)
+		}
+	}
+	if len(missing) == 0 {
+		return false, nil
+	}
+	j.refs, j.refresh = missing, true
+	j.graph = &graph{}
+	mergeBlobs(j.graph, missing)
+	var size int64
+	for _, b := range j.graph.blobs {
+		size += b.Size
+	}
+	for _, r := range missing {
+		for _, m := range r.graph.manifests {
+			size += m.desc.Size
+		}
+	}
+	e.emit(Event{Kind: ImagePlanned, Image: j.img.Ref, Target: e.dst.display(j), Digest: j.root.Digest, Size: size})
+	return true, nil
+}
+
+// hasReferrer reports whether j's target holds r as pushReferrer would
+// leave it: under its tag, else by digest; into a target with the
+// referrers API (api), a tag schema index by the artifacts it lists.
+func (e *engine) hasReferrer(ctx context.Context, j *job, r referrerGraph, api bool) (bool, error) {
+	ms := r.graph.manifests
+	if api && referrerResults(r)[0].Index {
+		for _, m := range ms[:len(ms)-1] {
+			if ok, err := e.dst.hasManifest(ctx, j, "", m.desc); err != nil || !ok {
+				return false, err
+			}
+		}
+		return true, nil
+	}
+	return e.dst.hasManifest(ctx, j, r.Tag, ms[len(ms)-1].desc)
 }
 
 func (e *engine) sourceErr(j *job, what string, err error) error {
@@ -567,6 +670,10 @@ func (e *engine) putBlob(ctx context.Context, j *job, repo string, desc ocispec.
 // referrers API, no referrers tag schema index is copied or written: the
 // target lists each referrer by its subject itself.
 func (e *engine) pushManifests(ctx context.Context, j *job) error {
+	if j.refresh {
+		// The image is in place: its referrers' subjects are there.
+		return e.pushReferrers(ctx, j, j.root.Digest)
+	}
 	manifests := j.graph.manifests
 	root := manifests[len(manifests)-1]
 	for _, m := range manifests[:len(manifests)-1] {

@@ -295,6 +295,14 @@ type ReferrerOptions struct {
 	// BestEffort reports a referrer that cannot be found or read instead
 	// of failing its image.
 	BestEffort bool
+	// Refresh looks for the referrers of images already in the target too,
+	// and copies those it lacks: referrers added at the source since the
+	// image was relocated (a signature, an SBOM). It costs, for each such
+	// image, the source's tag list (once per repository), a referrers API
+	// call per subject where the source has the API, a GET of the root
+	// when it is an index, and the reads of the referrers found. By
+	// default an image in place is not looked at again (one request).
+	Refresh bool
 }
 
 // findReferrers walks, from every manifest of g, the referrers src knows,

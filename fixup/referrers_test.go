@@ -948,3 +948,150 @@ func TestRelocateTagSchemaIntoReferrersAPI(t *testing.T) {
 		t.Errorf("manifest PUTs %q: want the image's tag %s last", puts, img.Tag)
 	}
 }
+
+// TestRefreshReferrers: after a relocation, the vendor adds an SBOM of an
+// image (through the API, or the tag schema where the source has none)
+// and a cosign signature of one of its platform manifests. A rerun finds
+// both images present with one request each and copies nothing; a rerun
+// with Refresh copies what the target lacks, findable there, listing the
+// source's tags once for the two images of the repository.
+func TestRefreshReferrers(t *testing.T) {
+	for _, c := range []struct{ srcAPI, dstAPI bool }{{false, false}, {false, true}, {true, false}, {true, true}} {
+		t.Run(fmt.Sprintf("source API %v, target API %v", c.srcAPI, c.dstAPI), func(t *testing.T) {
+			ctx := context.Background()
+			e := newRefEnv(t, c.srcAPI, c.dstAPI)
+			sc := e.srcReg.Client()
+			img1 := e.image(t)
+			img2, err := sc.PushImage(ctx, registrytest.ImageSpec{Repo: "vendor/app", Tag: "2.0", Layers: []int{1 << 10}, Seed: 2, OCI: true, Platforms: []string{"linux/amd64", "linux/arm64"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sig1Tag := cosignTag(img1.Root.Digest, ".sig")
+			sig1 := e.artifact(t, registrytest.ArtifactSpec{ConfigType: ocispec.MediaTypeImageConfig, Tag: sig1Tag, Payload: []byte(`{"critical":{"1":{}}}`)})
+
+			doc, _ := json.Marshal(map[string]any{"name": "refs", "version": "1.0.0",
+				"invocationImages": []any{map[string]any{"image": img1.Ref(e.src.Host), "contentDigest": img1.Root.Digest.String()}},
+				"images":           map[string]any{"two": map[string]any{"image": img2.Ref(e.src.Host), "contentDigest": img2.Root.Digest.String()}}})
+			b, err := Parse(doc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := relocator.New(relocator.OneToOne, e.dst.Host+"/team")
+			if err != nil {
+				t.Fatal(err)
+			}
+			target, _ := m.Map(mustNamed(img1.Ref(e.src.Host)), "")
+			repo := reference.Path(target)
+			run := func(refresh bool) (*Result, *events) {
+				t.Helper()
+				e.src.Reset()
+				e.dst.Reset()
+				ev := &events{}
+				r, err := Relocate(ctx, b, Options{Mapping: m, ClientOptions: ClientOptions{
+					ResolverOptions: resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-"},
+					Retries:         ptr(1), Jobs: 4, Referrers: ReferrerOptions{Refresh: refresh}, OnEvent: ev.add,
+				}})
+				if err != nil {
+					t.Fatalf("Relocate (refresh %v): %v", refresh, err)
+				}
+				return r, ev
+			}
+			run(false)
+			e.wantManifest(t, repo, sig1Tag, sig1)
+
+			// The vendor signs and attaches later.
+			sbom := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: sbomType, Subject: &img2.Root, Payload: []byte(`{"spdxVersion":"SPDX-2.3","name":"two"}`)})
+			if !c.srcAPI {
+				idx, _ := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{sbom}})
+				if _, err := sc.PushManifest(ctx, "vendor/app", cosignTag(img2.Root.Digest, ""), ocispec.MediaTypeImageIndex, idx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			child := img2.Manifests[1]
+			sig2Tag := cosignTag(child.Digest, ".sig")
+			sig2 := e.artifact(t, registrytest.ArtifactSpec{ConfigType: ocispec.MediaTypeImageConfig, Tag: sig2Tag, Payload: []byte(`{"critical":{"2":{}}}`)})
+
+			// The default: one request per image (the bundle records the
+			// digests), nothing new copied.
+			res, _ := run(false)
+			for _, i := range res.Images {
+				if !i.Present || len(i.Referrers) != 0 {
+					t.Errorf("rerun: %s present %v, referrers %v; want present, none copied", i.Source, i.Present, i.Referrers)
+				}
+			}
+			if got := len(e.dst.Requests()) + len(e.src.Requests()); got != 2 {
+				t.Errorf("rerun: %d requests (target %q, source %q), want 2: one per image", got, e.dst.Requests(), e.src.Requests())
+			}
+			e.wantNoManifest(t, repo, sbom)
+			e.wantNoManifest(t, repo, sig2)
+
+			// With Refresh: the new referrers travel, the old one is not
+			// pushed again.
+			res, ev := run(true)
+			if n := count(e.src, "GET /v2/vendor/app/tags/list"); n != 1 {
+				t.Errorf("refresh: %d tag lists of the source repository for its 2 images, want 1", n)
+			}
+			if n := count(e.dst, "PUT /v2/"+repo+"/manifests/"+sig1Tag); n != 0 {
+				t.Errorf("refresh: the signature already in place was pushed %d times", n)
+			}
+			if n := count(e.dst, "PUT /v2/"+repo+"/manifests/"+img1.Tag) + count(e.dst, "PUT /v2/"+repo+"/manifests/"+img2.Tag); n != 0 {
+				t.Errorf("refresh: the images' tags were pushed %d times, want 0 (they are in place)", n)
+			}
+			var got []digest.Digest
+			for _, i := range res.Images {
+				if !i.Present {
+					t.Errorf("refresh: %s not reported present", i.Source)
+				}
+				for _, r := range i.Referrers {
+					if !r.Index {
+						got = append(got, r.Digest)
+					}
+				}
+			}
+			slices.Sort(got)
+			if want := sortedDigests(sbom.Digest, sig2.Digest); !slices.Equal(got, want) {
+				t.Errorf("refresh: referrers copied %v, want %v", got, want)
+			}
+			if n := len(ev.of(ImagePresent)); n != 1 {
+				t.Errorf("refresh: %d ImagePresent events, want 1 (the image with nothing new)", n)
+			}
+			e.wantManifest(t, repo, sbom.Digest.String(), sbom)
+			e.wantManifest(t, repo, sig2Tag, sig2)
+			indexTag := cosignTag(img2.Root.Digest, "")
+			tags := e.tags(t, repo)
+			if c.dstAPI {
+				if got := referrersOf(t, e.dst.Host, repo, img2.Root); len(got) != 1 || got[0].Digest != sbom.Digest {
+					t.Errorf("the target's referrers API lists %v, want the SBOM", got)
+				}
+				if slices.Contains(tags, indexTag) {
+					t.Errorf("target with the API has the tag schema index %s", indexTag)
+				}
+			} else {
+				data, _, err := e.dstReg.Client().GetManifest(ctx, repo, indexTag)
+				var idx ocispec.Index
+				if err == nil {
+					err = json.Unmarshal(data, &idx)
+				}
+				if err != nil || !slices.ContainsFunc(idx.Manifests, func(d ocispec.Descriptor) bool { return d.Digest == sbom.Digest }) {
+					t.Errorf("the target's tag schema index %s = %s, %v; want it to list the SBOM", indexTag, data, err)
+				}
+			}
+
+			// Once everything is there, a refresh copies nothing.
+			res, _ = run(true)
+			for _, i := range res.Images {
+				if len(i.Referrers) != 0 {
+					t.Errorf("second refresh: %s copied %v again", i.Source, i.Referrers)
+				}
+			}
+			if n := count(e.dst, "PUT "); n != 0 {
+				t.Errorf("second refresh: %d PUTs to the target, want 0", n)
+			}
+		})
+	}
+}
+
+func sortedDigests(ds ...digest.Digest) []digest.Digest {
+	slices.Sort(ds)
+	return ds
+}

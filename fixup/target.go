@@ -54,6 +54,9 @@ type target interface {
 	// (containerd's pusher asks first; the resolver's own push does not, and
 	// reports true).
 	putManifest(ctx context.Context, j *job, n node, tag string, root bool) (bool, error)
+	// hasManifest reports whether j's target repository holds manifest d
+	// under tag, or by its digest when tag is "".
+	hasManifest(ctx context.Context, j *job, tag string, d ocispec.Descriptor) (bool, error)
 	// referrersAPI reports whether the target finds referrers by their
 	// subject itself (the OCI referrers API), so that no referrers tag
 	// schema index is to be written or copied there. subject is a manifest
@@ -109,6 +112,18 @@ func (t registryTarget) lookup(ctx context.Context, j *job, d digest.Digest) (oc
 	}
 	_, desc, err := t.r.Resolve(ctx, ref)
 	return desc, err
+}
+
+func (t registryTarget) hasManifest(ctx context.Context, j *job, tag string, d ocispec.Descriptor) (bool, error) {
+	ref := reference.TrimNamed(j.target).String() + "@" + d.Digest.String()
+	if tag != "" {
+		ref = reference.TrimNamed(j.target).String() + ":" + tag
+	}
+	_, desc, err := t.r.Resolve(ctx, ref)
+	if errdefs.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil && desc.Digest == d.Digest, err
 }
 
 // keySeq numbers the pushes of a process, so each has a tracker key of its
@@ -389,6 +404,19 @@ func (t layoutTarget) lookup(ctx context.Context, j *job, d digest.Digest) (ocis
 		}
 	}
 	return ocispec.Descriptor{}, fmt.Errorf("%s in %s: %w", j.img.Ref, t.store.Dir(), ErrNotFound)
+}
+
+func (t layoutTarget) hasManifest(_ context.Context, j *job, tag string, d ocispec.Descriptor) (bool, error) {
+	if !t.store.Exists(d) {
+		return false, nil
+	}
+	if tag == "" {
+		return true, nil
+	}
+	name := reference.TrimNamed(j.target).String() + ":" + tag
+	return slices.ContainsFunc(t.store.Index().Manifests, func(e ocispec.Descriptor) bool {
+		return e.Annotations[ocispec.AnnotationRefName] == name && e.Digest == d.Digest
+	}), nil
 }
 
 func (t layoutTarget) putBlob(ctx context.Context, _, _ string, desc ocispec.Descriptor, _ []string, open func(context.Context) (io.ReadCloser, error), report func(int64)) (EventKind, error) {
