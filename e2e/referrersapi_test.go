@@ -155,3 +155,66 @@ func TestReferrersTargetKinds(t *testing.T) {
 		})
 	}
 }
+
+// TestRefreshReferrersFlag: the vendor attests an image after it was
+// relocated (a cosign attestation tag on distribution 2.8). A rerun finds
+// the image in place and leaves the attestation behind; a rerun with
+// --refresh-referrers copies it, and the report lists it.
+func TestRefreshReferrersFlag(t *testing.T) {
+	ctx := context.Background()
+	src := registrytest.Start(t, registrytest.Options{})
+	dst := registrytest.Start(t, registrytest.Options{})
+	s := pushSigned(t, src, "vendor/signed")
+	ref := src.Host + "/vendor/signed:1.0"
+	dir := t.TempDir()
+	bundlePath := filepath.Join(dir, "bundle.json")
+	writeJSON(t, bundlePath, map[string]any{"name": "signed", "version": "1.0.0", "schemaVersion": "v1.0.0",
+		"invocationImages": []any{map[string]any{"image": ref, "imageType": "oci", "contentDigest": s.img.Root.Digest.String()}}})
+	mapPath := filepath.Join(dir, "m.json")
+	fixup := func(extra ...string) result {
+		t.Helper()
+		r := cli(t, nil, append([]string{"fixup", bundlePath, "--repository-prefix", dst.Host + "/team", "--relocation-mapping", mapPath, "--output", "json"}, extra...)...)
+		if r.code != 0 {
+			t.Fatalf("fixup %v exited %d", extra, r.code)
+		}
+		return r
+	}
+	fixup()
+	repo := targetRepo(t, mapPath, ref)
+
+	attTag := "sha256-" + s.img.Root.Digest.Encoded() + ".att"
+	att, err := src.Client().PushArtifact(ctx, "vendor/signed", registrytest.ArtifactSpec{ConfigType: ocispec.MediaTypeImageConfig, LayerType: "application/vnd.dsse.envelope.v1+json", Tag: attTag, Payload: []byte(`{"payloadType":"application/vnd.in-toto+json"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type report struct {
+		Images []struct {
+			Present   bool `json:"present"`
+			Referrers []struct {
+				Digest digest.Digest `json:"digest"`
+				Tag    string        `json:"tag"`
+			} `json:"referrers"`
+		} `json:"images"`
+	}
+	read := func(r result) report {
+		t.Helper()
+		var rep report
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || len(rep.Images) != 1 {
+			t.Fatalf("report: %v\n%s", err, r.stdout)
+		}
+		return rep
+	}
+	if rep := read(fixup()); !rep.Images[0].Present || len(rep.Images[0].Referrers) != 0 {
+		t.Errorf("rerun: %+v, want present with nothing copied", rep.Images[0])
+	}
+	if _, err := dst.Client().HeadManifest(ctx, repo, attTag); err == nil {
+		t.Fatalf("rerun without --refresh-referrers copied the new attestation")
+	}
+	rep := read(fixup("--refresh-referrers"))
+	if got := rep.Images[0].Referrers; !rep.Images[0].Present || len(got) != 1 || got[0].Digest != att.Digest || got[0].Tag != attTag {
+		t.Errorf("refresh: %+v, want present with the attestation %s (%s) copied", rep.Images[0], att.Digest, attTag)
+	}
+	if got, err := dst.Client().HeadManifest(ctx, repo, attTag); err != nil || got.Digest != att.Digest {
+		t.Errorf("refresh: the target's %s = %v, %v; want %s", attTag, got.Digest, err, att.Digest)
+	}
+}

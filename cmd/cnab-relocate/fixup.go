@@ -31,7 +31,9 @@ left alone. Artifacts that refer to an image — signatures, SBOMs,
 attestations, found through the OCI referrers API or the tag schema
 (sha256-<hex> index tags, cosign's .sig/.att/.sbom tags) — are copied into its
 target repository too, recursively, digests preserved. The relocation mapping
-and the rewritten bundle are written only when every image is in place.
+and the rewritten bundle are written only when every image is in place. An
+image already in the target costs one request and is not looked at again:
+--refresh-referrers copies the referrers added at the source since then.
 
 BUNDLE may also be a bundle kept in a registry in cnab-to-oci's format
 (docker-app, cnab-to-oci push, porter publish): oci://HOST/REPO:TAG. Its images
@@ -108,6 +110,7 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVarP(&f.output, "output", "o", "text", "`FORMAT` of the final report on stdout: text or json")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print only errors")
 	f.referrers.add(fs)
+	fs.BoolVar(&f.referrers.refresh, "refresh-referrers", false, "for images already in the target, copy the referrers the source has and the target lacks (signatures, SBOMs added since)")
 	f.registry.add(fs)
 	if done, code := parse(fs, args, stdout, stderr, fixupHelp); done {
 		return code

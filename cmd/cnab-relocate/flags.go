@@ -64,6 +64,7 @@ type referrerFlags struct {
 	off        bool
 	types      []string
 	bestEffort bool
+	refresh    bool // fixup only: --refresh-referrers
 }
 
 func (r *referrerFlags) add(fs *pflag.FlagSet) {
@@ -73,5 +74,5 @@ func (r *referrerFlags) add(fs *pflag.FlagSet) {
 }
 
 func (r *referrerFlags) options() fixup.ReferrerOptions {
-	return fixup.ReferrerOptions{Disabled: r.off, Types: r.types, BestEffort: r.bestEffort}
+	return fixup.ReferrerOptions{Disabled: r.off, Types: r.types, BestEffort: r.bestEffort, Refresh: r.refresh}
 }
