@@ -69,7 +69,7 @@ func newRegStub(t *testing.T) *regStub {
 	return s
 }
 
-// setFault installs f; see stub.fault.
+// setFault installs f as the stub's fault hook.
 func (s *regStub) setFault(f func(w http.ResponseWriter, r *http.Request, key string, n int) bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

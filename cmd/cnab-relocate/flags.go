@@ -25,7 +25,7 @@ func (r *registryFlags) add(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&r.insecure, "insecure-registry", nil, "allow plain HTTP or unverified TLS for `HOST[:PORT]` or CIDR (repeatable; loopback hosts fall back to HTTP without it)")
 	fs.StringArrayVar(&r.caCerts, "ca-cert", nil, "trust the CA certificates in this PEM `FILE` too (repeatable)")
 	fs.StringVar(&r.configDir, "docker-config", "", "docker CLI configuration `DIR` for credentials (default $DOCKER_CONFIG or ~/.docker)")
-	fs.IntVar(&r.retries, "retries", 4, "retries of a failed request or blob transfer, with exponential backoff")
+	fs.IntVar(&r.retries, "retries", fixup.DefaultRetries, "retries of a failed request or blob transfer, with exponential backoff")
 	fs.BoolVar(&r.debug, "debug", false, "print each request to a registry and its answer on stderr (never a credential)")
 }
 

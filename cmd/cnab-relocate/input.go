@@ -92,7 +92,7 @@ func readMapping(path string) (relocation.ImageRelocationMap, error) {
 	return m, nil
 }
 
-// explainInput names the mapping in an error about an image it lacks.
+// explain names the mapping in an error about an image it lacks.
 func (in *input) explain(err error) error {
 	if errors.Is(err, fixup.ErrNotMapped) && in.mappingName != "" {
 		return fmt.Errorf("%s: %w", in.mappingName, err)
