@@ -1,6 +1,8 @@
 # cnab-relocate. Two commands do everything on a fresh machine:
-#   make demo   relocate a sample bundle between two local registries
+#   make demo   relocate a sample bundle between two local registries, started
+#               in the demo's own process: needs nothing but Go
 #   make test   unit, fuzz-seed and end-to-end tests against a real registry
+#               (installs the registries first: make deps)
 GO        ?= go
 BIN       := bin/cnab-relocate
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -16,8 +18,8 @@ all: build
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/cnab-relocate
 
-# The distribution registry (Debian docker-registry) that e2e tests, the demo
-# and the benchmarks run on 127.0.0.1.
+# The registries (Debian's docker-registry, distribution v3) and skopeo that the
+# e2e tests and the benchmarks run on 127.0.0.1. The demo needs none of them.
 deps:
 	bash scripts/install-deps.sh
 
@@ -34,7 +36,7 @@ e2e: deps build
 test: deps vet build
 	$(GO) test -count=1 -timeout 20m ./...
 
-demo: deps build
+demo: build
 	$(GO) run ./internal/demo -bin $(BIN)
 
 bench: deps build

@@ -2,6 +2,10 @@
 // two local registries (a vendor's and a customer's), seeds a sample bundle's
 // images in the first, relocates the bundle into the second, and shows the
 // relocation mapping, the rewritten bundle and a verify run. `make demo` runs it.
+//
+// The registries are go-containerregistry's (pkg/registry), served by this
+// process on 127.0.0.1 random ports, so the demo needs nothing but Go: no
+// registry to install, no root.
 package main
 
 import (
@@ -9,12 +13,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/cnabio/cnab-relocate/internal/registrytest"
 )
@@ -25,13 +29,14 @@ func main() {
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := demo(ctx, *bin, *keep); err != nil {
+	if err := demo(ctx, os.Stdout, *bin, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
 
-func demo(ctx context.Context, bin string, keep bool) error {
+// demo runs the demo, printing its narration and the CLI's output to w.
+func demo(ctx context.Context, w io.Writer, bin string, keep bool) error {
 	bin, err := filepath.Abs(bin)
 	if err != nil {
 		return err
@@ -44,20 +49,16 @@ func demo(ctx context.Context, bin string, keep bool) error {
 		defer os.RemoveAll(dir)
 	}
 
-	step("Starting two local registries (Debian's docker-registry on 127.0.0.1)")
-	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	vendor, err := registrytest.StartProcess(startCtx, registrytest.Options{})
-	if err != nil {
-		return err
-	}
+	step := func(s string) { fmt.Fprintf(w, "\n== %s\n", s) }
+	run := func(args ...string) error { return runCLI(ctx, w, bin, args...) }
+	show := func(path string) error { return showJSON(w, path) }
+
+	step("Starting two local registries (go-containerregistry's, in this process, on 127.0.0.1)")
+	vendor := registrytest.StartMemory(false)
 	defer vendor.Close()
-	customer, err := registrytest.StartProcess(startCtx, registrytest.Options{})
-	if err != nil {
-		return err
-	}
+	customer := registrytest.StartMemory(false)
 	defer customer.Close()
-	fmt.Printf("  vendor registry   %s\n  customer registry %s\n", vendor.Host, customer.Host)
+	fmt.Fprintf(w, "  vendor registry   %s\n  customer registry %s\n", vendor.Host, customer.Host)
 
 	step("Seeding the vendor's images: an installer, a multi-arch web image, a database")
 	c := vendor.Client()
@@ -74,7 +75,7 @@ func demo(ctx context.Context, bin string, keep bool) error {
 			return err
 		}
 		imgs = append(imgs, img)
-		fmt.Printf("  %s (%s)\n", img.Ref(vendor.Host), img.Root.MediaType)
+		fmt.Fprintf(w, "  %s (%s)\n", img.Ref(vendor.Host), img.Root.MediaType)
 	}
 
 	bundle := map[string]any{
@@ -102,11 +103,11 @@ func demo(ctx context.Context, bin string, keep bool) error {
 	prefix := customer.Host + "/customer/apps"
 
 	step("Planning (--dry-run: no registry is contacted)")
-	if err := run(ctx, bin, "fixup", bundlePath, "--repository-prefix", prefix, "--dry-run"); err != nil {
+	if err := run("fixup", bundlePath, "--repository-prefix", prefix, "--dry-run"); err != nil {
 		return err
 	}
 	step("Relocating into the customer's registry")
-	if err := run(ctx, bin, "fixup", bundlePath, "--repository-prefix", prefix,
+	if err := run("fixup", bundlePath, "--repository-prefix", prefix,
 		"--relocation-mapping", mapping, "--output-bundle", relocated); err != nil {
 		return err
 	}
@@ -119,27 +120,26 @@ func demo(ctx context.Context, bin string, keep bool) error {
 		return err
 	}
 	step("Verifying with HEAD requests (the gate of a promotion job)")
-	if err := run(ctx, bin, "verify", bundlePath, "--relocation-mapping", mapping); err != nil {
+	if err := run("verify", bundlePath, "--relocation-mapping", mapping); err != nil {
 		return err
 	}
 	step("Running again: everything is in place, nothing is copied")
-	if err := run(ctx, bin, "fixup", bundlePath, "--repository-prefix", prefix,
+	if err := run("fixup", bundlePath, "--repository-prefix", prefix,
 		"--relocation-mapping", mapping, "--output-bundle", relocated); err != nil {
 		return err
 	}
 	if keep {
-		fmt.Printf("\nFiles kept in %s\n", dir)
+		fmt.Fprintf(w, "\nFiles kept in %s\n", dir)
 	}
-	fmt.Println("\nDemo done.")
+	fmt.Fprintln(w, "\nDemo done.")
 	return nil
 }
 
-func step(s string) { fmt.Printf("\n== %s\n", s) }
-
-func run(ctx context.Context, bin string, args ...string) error {
-	fmt.Printf("$ cnab-relocate %s\n", strings.Join(args, " "))
+// runCLI runs the cnab-relocate binary bin with args, its output to w.
+func runCLI(ctx context.Context, w io.Writer, bin string, args ...string) error {
+	fmt.Fprintf(w, "$ cnab-relocate %s\n", strings.Join(args, " "))
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
+	cmd.Stdout, cmd.Stderr = w, w
 	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+os.TempDir()+"/cnab-relocate-demo-no-config")
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("cnab-relocate %s: %w", args[0], err)
@@ -147,7 +147,8 @@ func run(ctx context.Context, bin string, args ...string) error {
 	return nil
 }
 
-func show(path string) error {
+// showJSON prints the JSON file at path to w, indented.
+func showJSON(w io.Writer, path string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -157,6 +158,6 @@ func show(path string) error {
 		return err
 	}
 	pretty, _ := json.MarshalIndent(v, "", "  ")
-	fmt.Println(string(pretty))
+	fmt.Fprintln(w, string(pretty))
 	return nil
 }
