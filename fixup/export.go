@@ -114,7 +114,7 @@ func Export(ctx context.Context, b *Bundle, opts ExportOptions) (_ *ExportResult
 // ExportArchive exports b's images (see Export) and writes the thick
 // bundle archive out: bundleJSON, byte for byte, as bundle.json, and the
 // images as the OCI image layout artifacts/layout (see layout.WriteArchive:
-// the archive is deterministic). The archive is written to a temporary
+// the archive is deterministic, gzipped unless out ends in ".tar"). The archive is written to a temporary
 // file beside out and renamed into place once complete; on any error
 // nothing is left at out, and the temporary layout is removed either way.
 // bundleJSON should be the bytes b was parsed from.

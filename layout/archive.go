@@ -145,7 +145,9 @@ var epoch = time.Unix(0, 0).UTC()
 // (manifests and configs before the layers they describe, so that a reader
 // of the stream can plan before the layers go by) and by name; all times the Unix epoch, uid and gid 0 without user or group
 // names, mode 0644 for files and 0755 for directories, and a gzip header
-// without name or time; the same input gives the same bytes. It is written
+// without name or time; the same input gives the same bytes. The tar is
+// gzipped unless path ends in ".tar" (any case), which gets the same tar
+// uncompressed, byte for byte what the gzipped one holds. It is written
 // to a temporary file in path's directory and renamed into place; on error
 // nothing is left behind. Symbolic links or other special files in the
 // layout are an error.
@@ -177,19 +179,24 @@ func WriteArchive(path string, bundleJSON []byte, layoutDir string) (err error) 
 		}
 	}()
 	bw := bufio.NewWriterSize(f, 1<<20)
-	// Image layers are compressed already: the fastest level costs little
-	// in size and is several times faster than the default on them.
-	zw, err := gzip.NewWriterLevel(bw, gzip.BestSpeed)
-	if err != nil {
-		return err
+	var w io.Writer = bw
+	closeZ := func() error { return nil }
+	if !plainTar(path) {
+		// Image layers are compressed already: the fastest level costs little
+		// in size and is several times faster than the default on them.
+		zw, err := gzip.NewWriterLevel(bw, gzip.BestSpeed)
+		if err != nil {
+			return err
+		}
+		w, closeZ = zw, zw.Close
 	}
-	tw := tar.NewWriter(zw)
+	tw := tar.NewWriter(w)
 	for _, e := range entries {
 		if err := writeArchiveEntry(tw, e); err != nil {
 			return fmt.Errorf("writing %s: %w", path, err)
 		}
 	}
-	for _, c := range []func() error{tw.Close, zw.Close, bw.Flush, f.Sync, f.Close} {
+	for _, c := range []func() error{tw.Close, closeZ, bw.Flush, f.Sync, f.Close} {
 		if err := c(); err != nil {
 			return fmt.Errorf("writing %s: %w", path, err)
 		}
@@ -201,6 +208,12 @@ func WriteArchive(path string, bundleJSON []byte, layoutDir string) (err error) 
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
+}
+
+// plainTar reports whether WriteArchive writes an uncompressed tar to path:
+// when its name ends in ".tar", in any case.
+func plainTar(path string) bool {
+	return strings.EqualFold(filepath.Ext(path), ".tar")
 }
 
 // entryRank orders an archive's entries: bundle.json, directories,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -13,9 +14,10 @@ import (
 )
 
 const exportHelp = `Make a thick bundle for the air gap: fetch every docker and oci image of a
-thin bundle, all platforms, into an OCI image layout, and write a gzipped tar
-with bundle.json (unchanged, byte for byte) at its root and the images in
-artifacts/layout (CNAB Core 104). Exporting twice gives identical archives.
+thin bundle, all platforms, into an OCI image layout, and write a tar with
+bundle.json (unchanged, byte for byte) at its root and the images in
+artifacts/layout (CNAB Core 104): gzipped when ARCHIVE ends in .tgz or
+.tar.gz, plain when it ends in .tar. Exporting twice gives identical archives.
 Relocate the archive inside the air gap with 'cnab-relocate fixup ARCHIVE'.
 
 BUNDLE may also be a thick bundle archive written by another tool (cnab-go,
@@ -52,7 +54,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		refs       referrerFlags
 	)
 	fs := pflag.NewFlagSet("export", pflag.ContinueOnError)
-	fs.StringVar(&out, "output", "", "write the thick bundle archive to `FILE` (.tgz)")
+	fs.StringVar(&out, "output", "", "write the thick bundle archive to `FILE`: .tgz or .tar.gz (gzip), .tar (plain tar)")
 	fs.StringVar(&sourceMap, "source-relocation-mapping", "", "read the images where this relocation mapping `FILE` says they are now (the archive names them by the bundle's references)")
 	fs.StringVar(&saveBundle, "save-bundle", "", "write bundle.json, byte for byte as read, to `FILE`")
 	fs.IntVar(&jobs, "jobs", fixup.DefaultJobs, "blobs fetched at once across all images (and images planned at once)")
@@ -69,6 +71,9 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	if out == "" {
 		return usageError(stderr, "export", "--output ARCHIVE is required")
+	}
+	if !archiveName(out) {
+		return usageError(stderr, "export", "--output %s: not an archive name; it must end in .tgz or .tar.gz (gzip) or .tar (plain tar)", out)
 	}
 	path := fs.Arg(0)
 	if err := checkOutputs(inputFiles(path, sourceMap), out, saveBundle); err != nil {
@@ -108,4 +113,12 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stdout, "Exported %s to %s (%s) in %.1fs\n", path, out, human(size), time.Since(start).Seconds())
 	}
 	return exitOK
+}
+
+// archiveName reports whether name ends in an extension export writes:
+// .tgz or .tar.gz (gzip) or .tar (a plain tar; see layout.WriteArchive), in
+// any case.
+func archiveName(name string) bool {
+	l := strings.ToLower(name)
+	return strings.HasSuffix(l, ".tgz") || strings.HasSuffix(l, ".tar.gz") || strings.HasSuffix(l, ".tar")
 }
