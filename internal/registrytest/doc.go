@@ -1,6 +1,7 @@
 // Package registrytest runs the real CNCF distribution registry 2.8 (the Debian package
-// docker-registry, /usr/bin/docker-registry) for end-to-end tests, benchmarks and demos, and
-// seeds it with images through the Registry HTTP API V2.
+// docker-registry, /usr/bin/docker-registry) for end-to-end tests and benchmarks, and seeds it
+// with images through the Registry HTTP API V2. StartMemory serves go-containerregistry's
+// registry in-process instead, for unit tests and the demo, which need nothing installed.
 //
 // Start (for tests) and StartProcess (for programs) launch one registry process per call, with its
 // own configuration, storage and log under a fresh temporary directory, listening on a random
