@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# install-deps.sh installs what the end-to-end tests, benchmarks and the demo need on a Debian
-# machine: the CNCF distribution registry 2.8 (Debian package docker-registry) and distribution
-# v3.1.2 (built with go install, about 90 s the first time), which internal/registrytest starts on
-# random 127.0.0.1 ports with its own configuration, skopeo and tmux. (go-containerregistry's registry,
-# the third implementation the tests run, is built from this module by the tests.)
+# install-deps.sh installs what the end-to-end tests and benchmarks need on a Debian machine (the
+# demo needs none of it: it runs on go-containerregistry's registry in its own process): the CNCF
+# distribution registry 2.8 (Debian package docker-registry) and distribution v3.1.2 (built with
+# go install, about 90 s the first time), which internal/registrytest starts on random 127.0.0.1
+# ports with its own configuration, skopeo, tmux (the real terminal of the display test) and the
+# oras CLI. (go-containerregistry's registry, the third implementation the tests run, is built
+# from this module by the tests.)
 #
 # It is idempotent: when /usr/bin/docker-registry is already there it only makes sure the packaged
 # service (which listens on :5000) is not running, which is fast and needs no network.
