@@ -36,7 +36,27 @@ const maxBundleSize = 64 << 20
 
 // IsArchive reports whether the file at path looks like a thick bundle
 // archive: gzip data, or a tar. A directory or a JSON file is not one.
+// path may name a split archive (see WriteSplitArchive): its first part,
+// or the name the parts have in common when no file has that name; a part
+// missing before one that is there is ErrMissingPart.
 func IsArchive(path string) (bool, error) {
+	parts, err := splitParts(path)
+	if err != nil {
+		return false, err
+	}
+	if len(parts) > 1 {
+		r := &partsReader{parts: parts}
+		defer r.Close()
+		br := bufio.NewReader(r)
+		if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+			return true, nil
+		}
+		_, err = tar.NewReader(br).Next()
+		return err == nil, nil
+	}
+	if len(parts) == 1 {
+		path = parts[0]
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return false, err
@@ -151,7 +171,18 @@ var epoch = time.Unix(0, 0).UTC()
 // to a temporary file in path's directory and renamed into place; on error
 // nothing is left behind. Symbolic links or other special files in the
 // layout are an error.
-func WriteArchive(path string, bundleJSON []byte, layoutDir string) (err error) {
+func WriteArchive(path string, bundleJSON []byte, layoutDir string) error {
+	return writeArchive(path, &fileSink{path: path}, bundleJSON, layoutDir)
+}
+
+// writeArchive writes the archive WriteArchive describes into out, then
+// commits it; on error it aborts out.
+func writeArchive(path string, out sink, bundleJSON []byte, layoutDir string) (err error) {
+	defer func() {
+		if err != nil {
+			out.abort()
+		}
+	}()
 	entries := []archiveEntry{{name: BundleFile, data: bundleJSON, size: int64(len(bundleJSON))}}
 	if layoutDir != "" {
 		if _, err := Open(layoutDir); err != nil {
@@ -166,19 +197,7 @@ func WriteArchive(path string, bundleJSON []byte, layoutDir string) (err error) 
 	slices.SortFunc(entries, func(a, b archiveEntry) int {
 		return cmp.Or(cmp.Compare(entryRank(a), entryRank(b)), cmp.Compare(blobSize(a), blobSize(b)), strings.Compare(a.name, b.name))
 	})
-
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	bw := bufio.NewWriterSize(f, 1<<20)
+	bw := bufio.NewWriterSize(out, 1<<20)
 	var w io.Writer = bw
 	closeZ := func() error { return nil }
 	if !plainTar(path) {
@@ -196,16 +215,10 @@ func WriteArchive(path string, bundleJSON []byte, layoutDir string) (err error) 
 			return fmt.Errorf("writing %s: %w", path, err)
 		}
 	}
-	for _, c := range []func() error{tw.Close, closeZ, bw.Flush, f.Sync, f.Close} {
+	for _, c := range []func() error{tw.Close, closeZ, bw.Flush, out.commit} {
 		if err := c(); err != nil {
 			return fmt.Errorf("writing %s: %w", path, err)
 		}
-	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
 }

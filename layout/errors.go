@@ -21,6 +21,12 @@ var (
 	// read: it is missing, truncated or corrupt, holds an entry that is not
 	// allowed, or lacks bundle.json.
 	ErrInvalidArchive = errors.New("invalid thick bundle archive")
+	// ErrMissingPart is returned when a part of a split archive (see
+	// WriteSplitArchive) is not there: one absent before a later one that
+	// is, or the last ones (the stream ends "truncated after" the last part
+	// found). It does not match ErrInvalidArchive: the parts that are there
+	// may be sound.
+	ErrMissingPart = errors.New("part of a split archive missing")
 	// ErrUnsafeEntry is returned, together with ErrInvalidArchive, for an
 	// archive entry that could write outside the extraction directory or is
 	// not a regular file or directory: an absolute name, a ".." element, a

@@ -491,11 +491,15 @@ func (a *Archive) knownAndGiven(want func(digest.Digest) bool, given map[digest.
 type entryReader struct {
 	r              io.Reader
 	archive, entry string
+	w              *walker
 }
 
 func (e entryReader) Read(p []byte) (int, error) {
 	n, err := e.r.Read(p)
 	if err != nil && err != io.EOF {
+		if t := e.w.truncated(err); t != nil {
+			return n, fmt.Errorf("%w (in entry %q)", t, e.entry)
+		}
 		err = fmt.Errorf("%w %s: entry %q: %w", ErrInvalidArchive, e.archive, e.entry, readError(err))
 	}
 	return n, err
@@ -513,6 +517,10 @@ type walker struct {
 	n       int
 	// peek is an entry given back by unread, which next returns again.
 	peek *peeked
+	// last is the last part of a split archive ("" for one file), and tail
+	// the tar stream as read, to tell its end from a missing part.
+	last string
+	tail *tailReader
 }
 
 // peeked is an entry next returned and unread gave back, not read yet.
@@ -530,18 +538,41 @@ func (w *walker) unread(name string, hdr *tar.Header, r io.Reader) {
 
 // newWalker starts reading the bytes of r; archive names them in errors.
 func newWalker(archive string, r io.Reader) (*walker, error) {
-	w := &walker{archive: archive, files: map[string]bool{}, dirs: map[string]bool{}}
+	return startWalker(archive, r, "")
+}
+
+// startWalker is newWalker for the parts of a split archive when last,
+// its last part, is not "".
+func startWalker(archive string, r io.Reader, last string) (*walker, error) {
+	w := &walker{archive: archive, files: map[string]bool{}, dirs: map[string]bool{}, last: last}
 	br := bufio.NewReaderSize(r, 64<<10)
 	var src io.Reader = br
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		zr, err := gzip.NewReader(br)
 		if err != nil {
+			if t := w.truncated(err); t != nil {
+				return nil, t
+			}
 			return nil, w.bad("corrupt gzip data: %v", readError(err))
 		}
 		w.zr, src = zr, zr
 	}
+	if last != "" {
+		w.tail = &tailReader{r: src}
+		src = w.tail
+	}
 	w.tr = tar.NewReader(src)
 	return w, nil
+}
+
+// truncated is the error for a split archive whose stream ends early (err
+// is an unexpected end of data): its last part found is not its last
+// part. It is nil for one file, or for another error.
+func (w *walker) truncated(err error) error {
+	if w.last == "" || !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil
+	}
+	return fmt.Errorf("%w: split archive %s: truncated after %s: the archive goes on in a part after it", ErrMissingPart, w.archive, w.last)
 }
 
 // openFile opens the archive at path, a regular file.
@@ -560,8 +591,23 @@ func openFile(path string) (*os.File, error) {
 	return f, nil
 }
 
-// openWalker opens the archive at path and starts reading it.
+// openWalker opens the archive at path, or the parts of the split archive
+// it names (see WriteSplitArchive), and starts reading it.
 func openWalker(path string) (*walker, error) {
+	parts, err := splitParts(path)
+	if err != nil {
+		return nil, err
+	}
+	if parts != nil {
+		r := &partsReader{parts: parts}
+		w, err := startWalker(path, r, parts[len(parts)-1])
+		if err != nil {
+			r.Close()
+			return nil, err
+		}
+		w.c = r
+		return w, nil
+	}
 	f, err := openFile(path)
 	if err != nil {
 		return nil, err
@@ -605,16 +651,27 @@ func (w *walker) next(ctx context.Context) (string, *tar.Header, io.Reader, erro
 			if w.n == 0 {
 				return "", nil, nil, w.bad("empty archive, or not a tar archive")
 			}
+			if w.tail != nil && !w.tail.ended() {
+				// archive/tar ends quietly where a part ends between two
+				// entries, before the end-of-archive blocks.
+				return "", nil, nil, w.truncated(io.ErrUnexpectedEOF)
+			}
 			if w.zr != nil {
 				// Read to the end of the gzip stream, so that its
 				// checksum and length are checked.
 				if _, err := io.Copy(io.Discard, w.zr); err != nil {
+					if t := w.truncated(err); t != nil {
+						return "", nil, nil, t
+					}
 					return "", nil, nil, w.bad("%v", readError(err))
 				}
 			}
 			return "", nil, nil, io.EOF
 		}
 		if err != nil {
+			if t := w.truncated(err); t != nil {
+				return "", nil, nil, t
+			}
 			if w.n == 0 && w.zr == nil {
 				return "", nil, nil, w.bad("neither gzip nor tar data")
 			}
@@ -652,7 +709,7 @@ func (w *walker) next(ctx context.Context) (string, *tar.Header, io.Reader, erro
 			}
 			w.files[name] = true
 			w.n++
-			return name, hdr, entryReader{r: w.tr, archive: w.archive, entry: hdr.Name}, nil
+			return name, hdr, entryReader{r: w.tr, archive: w.archive, entry: hdr.Name, w: w}, nil
 		case tar.TypeSymlink:
 			return "", nil, nil, unsafe(fmt.Sprintf("a symbolic link (to %q)", hdr.Linkname))
 		case tar.TypeLink:
