@@ -22,6 +22,13 @@ type ExportOptions struct {
 	// Options.SourceMapping. The layout names them by the bundle's
 	// references all the same: the archive needs no mapping.
 	SourceMapping relocation.ImageRelocationMap
+	// SplitSize, when more than 0, makes ExportArchive write the archive as
+	// parts OUT.000, OUT.001, ... of at most SplitSize bytes each (see
+	// layout.WriteSplitArchive). 0 writes one file.
+	SplitSize int64
+	// OnPart, when not nil, is called by ExportArchive for each part of a
+	// split archive, in order, once all are in place.
+	OnPart func(layout.Part)
 }
 
 // ExportResult is the outcome of Export: an image layout in a temporary
@@ -117,6 +124,8 @@ func Export(ctx context.Context, b *Bundle, opts ExportOptions) (_ *ExportResult
 // the archive is deterministic, gzipped unless out ends in ".tar"). The archive is written to a temporary
 // file beside out and renamed into place once complete; on any error
 // nothing is left at out, and the temporary layout is removed either way.
+// With opts.SplitSize it is written as parts out.000, out.001, ... instead,
+// all or none, reported to opts.OnPart.
 // bundleJSON should be the bytes b was parsed from.
 func ExportArchive(ctx context.Context, b *Bundle, bundleJSON []byte, out string, opts ExportOptions) error {
 	if out == "" {
@@ -129,6 +138,18 @@ func ExportArchive(ctx context.Context, b *Bundle, bundleJSON []byte, out string
 	defer res.Close()
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if opts.SplitSize > 0 {
+		parts, err := layout.WriteSplitArchive(out, opts.SplitSize, bundleJSON, res.Dir)
+		if err != nil {
+			return fmt.Errorf("%w %s: %w", ErrOutput, out, err)
+		}
+		for _, p := range parts {
+			if opts.OnPart != nil {
+				opts.OnPart(p)
+			}
+		}
+		return nil
 	}
 	if err := layout.WriteArchive(out, bundleJSON, res.Dir); err != nil {
 		return fmt.Errorf("%w %s: %w", ErrOutput, out, err)

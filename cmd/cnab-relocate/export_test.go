@@ -72,6 +72,24 @@ func TestExportOutputExtension(t *testing.T) {
 		}
 	})
 
+	t.Run("refused split sizes", func(t *testing.T) {
+		out := t.TempDir()
+		before := requests.Load()
+		for _, size := range []string{"0", "-1", "-4GiB", "abc", "4G", "1.5", "1e6", ""} {
+			p := filepath.Join(out, "app.tgz")
+			code, stdout, stderr := runCLI("export", bundle, "--output", p, "--split-size", size)
+			if code != exitUsage || !strings.Contains(stderr, "--split-size "+size+":") {
+				t.Errorf("export --split-size %q: exit %d, stderr %q (stdout %q); want exit 2 naming the flag and the value", size, code, stderr, stdout)
+			}
+		}
+		if ents, _ := os.ReadDir(out); len(ents) != 0 {
+			t.Errorf("refused exports left %d files in the output directory", len(ents))
+		}
+		if n := requests.Load() - before; n != 0 {
+			t.Errorf("refused exports made %d requests to the source registry, want none", n)
+		}
+	})
+
 	export := func(t *testing.T, name string) (string, []byte) {
 		t.Helper()
 		p := filepath.Join(dir, name)

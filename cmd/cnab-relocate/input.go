@@ -48,6 +48,8 @@ func loadInput(ctx context.Context, path, mappingFile string, client func() (*fi
 			return nil, err
 		}
 		in.mappingName = "the relocation map of " + path
+	case errors.Is(err, layout.ErrMissingPart):
+		return nil, err // exit 1, naming the part
 	case err == nil && thick:
 		b, a, err := fixup.LoadArchive(ctx, path)
 		if err != nil {
