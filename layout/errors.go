@@ -26,7 +26,7 @@ var (
 	// is, or the last ones (the stream ends "truncated after" the last part
 	// found). It does not match ErrInvalidArchive: the parts that are there
 	// may be sound.
-	ErrMissingPart = errors.New("part of a split archive missing")
+	ErrMissingPart = errors.New("missing part of split archive")
 	// ErrUnsafeEntry is returned, together with ErrInvalidArchive, for an
 	// archive entry that could write outside the extraction directory or is
 	// not a regular file or directory: an absolute name, a ".." element, a

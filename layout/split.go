@@ -260,7 +260,7 @@ func splitParts(path string) ([]string, error) {
 			continue
 		}
 		if i, err := strconv.Atoi(num); err == nil && i > len(parts) {
-			return nil, fmt.Errorf("%w: split archive %s: %s is missing (%s is there)", ErrMissingPart, path, PartName(base, len(parts)), filepath.Join(filepath.Dir(base), e.Name()))
+			return nil, fmt.Errorf("%w %s: %s is missing (%s is there)", ErrMissingPart, path, PartName(base, len(parts)), filepath.Join(filepath.Dir(base), e.Name()))
 		}
 	}
 	return parts, nil

@@ -572,7 +572,7 @@ func (w *walker) truncated(err error) error {
 	if w.last == "" || !errors.Is(err, io.ErrUnexpectedEOF) {
 		return nil
 	}
-	return fmt.Errorf("%w: split archive %s: truncated after %s: the archive goes on in a part after it", ErrMissingPart, w.archive, w.last)
+	return fmt.Errorf("%w %s: truncated after %s: the archive goes on in a part after it", ErrMissingPart, w.archive, w.last)
 }
 
 // openFile opens the archive at path, a regular file.
