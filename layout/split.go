@@ -121,8 +121,53 @@ type splitWriter struct {
 	parts []Part   // Path is the final name
 	temps []string // parts[i] is at temps[i] until commit
 	f     *os.File // the part being written, nil before the first byte
-	h     hash.Hash
+	h     *hasher
 	n     int64 // bytes in the part being written
+}
+
+// hasher computes a sha256 on another goroutine, so that hashing a part
+// overlaps with writing it (and with gzip) instead of adding to it: the
+// whole export is disk- and network-bound, and a second core is idle.
+// It holds at most hashQueue chunks of what Write is given.
+type hasher struct {
+	ch   chan []byte
+	free chan []byte // buffers the goroutine is done with
+	done chan struct{}
+	h    hash.Hash
+}
+
+const hashQueue = 8
+
+func newHasher() *hasher {
+	h := &hasher{ch: make(chan []byte, hashQueue), free: make(chan []byte, hashQueue+1), done: make(chan struct{}), h: sha256.New()}
+	go func() {
+		defer close(h.done)
+		for b := range h.ch {
+			h.h.Write(b)
+			select {
+			case h.free <- b[:0]:
+			default:
+			}
+		}
+	}()
+	return h
+}
+
+// write hashes a copy of p.
+func (h *hasher) write(p []byte) {
+	var b []byte
+	select {
+	case b = <-h.free:
+	default:
+	}
+	h.ch <- append(b, p...)
+}
+
+// sum waits for everything written and returns the digest.
+func (h *hasher) sum() digest.Digest {
+	close(h.ch)
+	<-h.done
+	return digest.NewDigest(digest.SHA256, h.h)
 }
 
 func (s *splitWriter) Write(p []byte) (int, error) {
@@ -135,7 +180,7 @@ func (s *splitWriter) Write(p []byte) (int, error) {
 		}
 		k := min(int64(len(p)), s.size-s.n)
 		m, err := s.f.Write(p[:k])
-		s.h.Write(p[:m])
+		s.h.write(p[:m])
 		s.n += int64(m)
 		written += m
 		if err != nil {
@@ -159,7 +204,7 @@ func (s *splitWriter) start() error {
 	if err != nil {
 		return err
 	}
-	s.f, s.h, s.n = f, sha256.New(), 0
+	s.f, s.h, s.n = f, newHasher(), 0
 	s.parts = append(s.parts, Part{Path: name})
 	s.temps = append(s.temps, f.Name())
 	return nil
@@ -173,6 +218,8 @@ func (s *splitWriter) end() error {
 	}
 	f := s.f
 	s.f = nil
+	p := &s.parts[len(s.parts)-1]
+	p.Size, p.Digest = s.n, s.h.sum()
 	if err := f.Sync(); err != nil {
 		f.Close()
 		return err
@@ -180,8 +227,6 @@ func (s *splitWriter) end() error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	p := &s.parts[len(s.parts)-1]
-	p.Size, p.Digest = s.n, digest.NewDigest(digest.SHA256, s.h)
 	return os.Chmod(f.Name(), 0o644)
 }
 
@@ -209,6 +254,7 @@ func (s *splitWriter) commit() error {
 
 func (s *splitWriter) abort() {
 	if s.f != nil {
+		s.h.sum() // ends its goroutine
 		s.f.Close()
 		s.f = nil
 	}
