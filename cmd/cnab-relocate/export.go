@@ -71,7 +71,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&saveBundle, "save-bundle", "", "write bundle.json, byte for byte as read, to `FILE`")
 	fs.IntVar(&jobs, "jobs", fixup.DefaultJobs, "blobs fetched at once across all images (and images planned at once)")
 	fs.BoolVar(&foreign, "include-non-distributable", false, "carry non-distributable (foreign) layers in the archive too, from the source, never from their URLs")
-	fs.StringVar(&splitFlag, "split-size", "", "write the archive as parts `SIZE` at most (4GiB, 700MiB, 4.7GB, bytes): ARCHIVE.000, ARCHIVE.001, ...")
+	fs.StringVar(&splitFlag, "split-size", "", "write the archive as parts ARCHIVE.000, ARCHIVE.001, ... of at most `SIZE` each (4GiB, 700MiB, 4.7GB, bytes)")
 	fs.StringVar(&format, "format", "text", "`FORMAT` of the report on stdout: text or json (--output names the archive)")
 	fs.BoolVarP(&quiet, "quiet", "q", false, "print only errors")
 	refs.add(fs)
