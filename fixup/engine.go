@@ -1,23 +1,17 @@
 package fixup
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/remotes"
-	"github.com/containerd/containerd/remotes/docker"
-	remoteserrors "github.com/containerd/containerd/remotes/errors"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -154,10 +148,9 @@ func (c *Client) engine(src Source, dst target, m *relocator.Mapping) *engine {
 		src = NewRegistrySource(c.resolver)
 	}
 	return &engine{c: c, src: src, dst: dst, mapping: m, policy: retry.Policy{
-		Retries:   c.retries,
-		Retryable: retryable,
-		Wait:      retryWait,
-		Logger:    c.logger,
+		Retries: c.retries,
+		Wait:    retryWait,
+		Logger:  c.logger,
 	}}
 }
 
@@ -651,7 +644,7 @@ func (e *engine) putBlob(ctx context.Context, j *job, repo string, desc ocispec.
 	err := e.policy.Do(ctx, what+" to "+e.dst.describe(j.host)+" "+repo, func(int) error {
 		var err error
 		kind, err = e.dst.putBlob(ctx, j.host, repo, desc, mountFrom, open, progress)
-		return err
+		return resolver.TypedError(err)
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -797,7 +790,7 @@ func (e *engine) putManifest(ctx context.Context, j *job, n node, tag string, ro
 	err := e.policy.Do(ctx, what+" to "+e.dst.describe(j.host)+" "+j.repo, func(int) error {
 		var err error
 		pushed, err = e.dst.putManifest(ctx, j, n, tag, root)
-		return err
+		return resolver.TypedError(err)
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -914,80 +907,4 @@ func retryWait(err error, attempt int) time.Duration {
 		return se.RetryAfter
 	}
 	return retry.Backoff(attempt)
-}
-
-// retryable reports whether a whole blob or manifest transfer is worth
-// another try. Worth it: a failure the transport could not retry itself
-// (a connection reset while a body streams, any transient failure of a
-// streaming upload, a reset of containerd's upload pipe, an upload session
-// the registry forgot). Not worth it: content that does not match its
-// digest, bad input, a local write failure, authentication and
-// authorization failures, missing content, any other 4xx, cancellation,
-// and transient failures the transport already retried as often as it was
-// allowed to.
-func retryable(err error) bool {
-	if errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrInvalidInput) || errors.Is(err, ErrOutput) ||
-		errors.Is(err, ErrUnsupportedResolver) || errors.Is(err, errNextPass) ||
-		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, resolver.ErrRetriesExhausted) ||
-		errors.Is(err, docker.ErrInvalidAuthorization) || errdefs.IsNotFound(err) {
-		return false
-	}
-	if uploadUnknown(err) {
-		// The upload session vanished (a lost response, a restarted
-		// registry): start a new one.
-		return true
-	}
-	var se *resolver.StatusError
-	if errors.As(err, &se) {
-		// 408, 429 or 5xx of a request the transport could not replay;
-		// but a 5xx whose error code says why is an answer, not a hiccup.
-		switch se.Code {
-		case "MANIFEST_BLOB_UNKNOWN", "MANIFEST_INVALID", "MANIFEST_UNVERIFIED", "BLOB_UNKNOWN",
-			"NAME_INVALID", "TAG_INVALID", "DIGEST_INVALID", "SIZE_INVALID", "DENIED", "UNSUPPORTED":
-			return false
-		}
-		return true
-	}
-	var us remoteserrors.ErrUnexpectedStatus
-	if errors.As(err, &us) {
-		if us.StatusCode == http.StatusBadRequest && bytes.Contains(us.Body, []byte("DIGEST_INVALID")) {
-			// Everything sent was verified first (a blob whose bytes do
-			// not match never reaches its end): a registry that finds
-			// otherwise was writing the same content for another client
-			// at that moment, as distribution 2.8 does under overlapping
-			// jobs. Another try finds it written.
-			return true
-		}
-		return transientStatus(us.StatusCode)
-	}
-	if m := fetchStatus.FindStringSubmatch(err.Error()); m != nil {
-		code, _ := strconv.Atoi(m[1])
-		return transientStatus(code)
-	}
-	// Network errors mid-body, content.ErrReset, a closed pipe: transient.
-	return true
-}
-
-func transientStatus(code int) bool {
-	switch code {
-	case http.StatusRequestTimeout, http.StatusTooManyRequests,
-		http.StatusInternalServerError, http.StatusBadGateway,
-		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return true
-	}
-	// Any other 4xx, and a 5xx that says the registry cannot (501, 505)
-	// or will not soon (507 Insufficient Storage): an answer.
-	return code < 400
-}
-
-// uploadUnknown reports whether err is the registry saying an upload
-// session does not exist (BLOB_UPLOAD_UNKNOWN).
-func uploadUnknown(err error) bool {
-	var us remoteserrors.ErrUnexpectedStatus
-	if errors.As(err, &us) && bytes.Contains(us.Body, []byte("BLOB_UPLOAD_UNKNOWN")) {
-		return true
-	}
-	m := strings.ToLower(err.Error())
-	return strings.Contains(m, "blob upload unknown") || strings.Contains(m, "blob_upload_unknown")
 }

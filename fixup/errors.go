@@ -2,18 +2,15 @@ package fixup
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
-	"net/url"
-	"regexp"
+	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/remotes/docker"
-	remoteserrors "github.com/containerd/containerd/remotes/errors"
 
-	"github.com/cnabio/cnab-relocate/internal/errbody"
 	"github.com/cnabio/cnab-relocate/internal/retry"
 	"github.com/cnabio/cnab-relocate/layout"
 	"github.com/cnabio/cnab-relocate/resolver"
@@ -77,15 +74,11 @@ type RegistryError struct {
 	Message    string
 	Err        error
 
-	kinds   []error
-	summary string // what to say instead of Err's text ("" : Err's)
+	kinds []error
 }
 
 func (e *RegistryError) Error() string {
 	msg := e.Err.Error()
-	if e.summary != "" {
-		msg = e.summary
-	}
 	if slices.Contains(e.kinds, ErrAuthentication) && !errors.Is(e.Err, ErrAuthentication) {
 		return "authentication failed: " + msg
 	}
@@ -94,64 +87,47 @@ func (e *RegistryError) Error() string {
 
 func (e *RegistryError) Unwrap() []error { return append(slices.Clone(e.kinds), e.Err) }
 
-// fetchStatus finds the status in containerd's fetcher errors, which are
-// plain strings: "unexpected status code URL: 403 Forbidden".
-var fetchStatus = regexp.MustCompile(`unexpected status code \S+: ([1-5][0-9][0-9])\b`)
-
 // registryError describes err, from or on the way to registry host, as a
-// *RegistryError. Cancellation, input errors and errors already described
-// are returned as they are.
+// *RegistryError: its status and code are those of the registry's answer
+// in it (a *resolver.StatusError, which resolver.TypedError makes of
+// containerd's reports); the sentinels it matches are read from types,
+// never from message text. Cancellation, input errors and errors already
+// described are returned as they are.
 func registryError(host string, err error) error {
 	var re *RegistryError
 	if err == nil || errors.As(err, &re) || errors.Is(err, ErrInvalidInput) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
+	err = resolver.TypedError(err)
 	re = &RegistryError{Host: host, Err: err}
-	var us remoteserrors.ErrUnexpectedStatus
 	var se *resolver.StatusError
-	var de docker.Error
-	switch {
-	case errors.As(err, &us):
-		re.StatusCode = us.StatusCode
-		re.Code, re.Message, _ = errbody.Parse(us.Body)
-		// containerd's text is the whole URL (an upload's is a long
-		// state token) and no reason: say the request, the status and
-		// what the registry said.
-		if _, direct := err.(remoteserrors.ErrUnexpectedStatus); direct {
-			u, _ := url.Parse(us.RequestURL)
-			if u != nil {
-				u.RawQuery = ""
-				re.summary = us.RequestMethod + " " + u.String() + ": " + us.Status
-			} else {
-				re.summary = us.RequestMethod + ": " + us.Status
-			}
-			if re.Code != "" {
-				re.summary += ": " + re.Code
-				if re.Message != "" {
-					re.summary += ": " + re.Message
-				}
-			}
-		}
-	case errors.As(err, &se):
+	if errors.As(err, &se) {
 		re.StatusCode, re.Code, re.Message = se.StatusCode, se.Code, se.Message
-	case errors.As(err, &de):
-		re.Code, re.Message = de.Code.Descriptor().Value, de.Message
 	}
-	if m := fetchStatus.FindStringSubmatch(err.Error()); m != nil && re.StatusCode == 0 {
-		re.StatusCode, _ = strconv.Atoi(m[1])
-	}
-	msg := err.Error()
 	switch {
-	case strings.Contains(msg, "server gave HTTP response to HTTPS client"):
+	case retry.PlainHTTP(err):
 		re.kinds = append(re.kinds, ErrPlainHTTP)
-	case strings.Contains(msg, "certificate signed by unknown authority") || (retry.TLSFailure(err) && strings.Contains(msg, "x509:")):
+	case certificateFailure(err):
 		re.kinds = append(re.kinds, ErrUnknownAuthority)
-	case errors.Is(err, docker.ErrInvalidAuthorization) || re.StatusCode == 401 ||
-		strings.Contains(msg, "401 Unauthorized") || strings.Contains(msg, "authorization"):
+	case errors.Is(err, docker.ErrInvalidAuthorization) ||
+		re.StatusCode == http.StatusUnauthorized || (se != nil && slices.Contains(se.Codes, "UNAUTHORIZED")):
 		re.kinds = append(re.kinds, ErrAuthentication)
 	}
 	return re
+}
+
+// certificateFailure reports whether err is a certificate the client
+// could not verify: signed by an unknown authority, for another host, or
+// otherwise invalid.
+func certificateFailure(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
 }
 
 // inputError wraps err so that it matches ErrInvalidInput as well as its own

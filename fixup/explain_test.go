@@ -1,7 +1,10 @@
 package fixup
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -20,7 +23,7 @@ func TestRegistryErrorClassifies(t *testing.T) {
 		want error
 	}{
 		{"plain HTTP", errors.New(`Get "https://registry.corp:5000/v2/": http: server gave HTTP response to HTTPS client`), ErrPlainHTTP},
-		{"unknown CA", errors.New("tls: failed to verify certificate: x509: certificate signed by unknown authority"), ErrUnknownAuthority},
+		{"unknown CA", &url.Error{Op: "Get", URL: "https://registry.corp:5000/v2/", Err: &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}}, ErrUnknownAuthority},
 		{"login", &resolver.AuthError{Host: "registry.corp:5000", Rejected: true, Err: errors.New("401")}, ErrAuthentication},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 	remoteserrors "github.com/containerd/containerd/remotes/errors"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/cnabio/cnab-relocate/internal/retry"
 	"github.com/cnabio/cnab-relocate/relocator"
 	"github.com/cnabio/cnab-relocate/resolver"
 )
@@ -391,10 +395,11 @@ func TestRetryable(t *testing.T) {
 		{errors.New("httpReadSeeker: failed open: unexpected status code https://h:1/v2/a/blobs/sha256:00: 504 Gateway Timeout"), true},
 		{content.ErrReset, true},
 		{io.ErrUnexpectedEOF, true},
-		{errors.New("read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer"), true},
+		{&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, true},
 	}
 	for _, tc := range tests {
-		if got := retryable(tc.err); got != tc.want {
+		// As the engine sees it: containerd's reports typed at the door.
+		if got := retry.Retryable(resolver.TypedError(tc.err)); got != tc.want {
 			t.Errorf("retryable(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}

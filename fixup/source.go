@@ -12,6 +12,8 @@ import (
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/cnabio/cnab-relocate/resolver"
 )
 
 // Source is where images' content comes from: registries (thin bundles) or
@@ -96,7 +98,7 @@ func (s RegistrySource) Resolve(ctx context.Context, img Image, want digest.Dige
 		_, desc, err = s.Resolver.Resolve(ctx, name+at+ref)
 	}
 	if err != nil {
-		return ocispec.Descriptor{}, err
+		return ocispec.Descriptor{}, resolver.TypedError(err)
 	}
 	if want != "" && desc.Digest != want {
 		return ocispec.Descriptor{}, fmt.Errorf("%w: %s resolves to %s but the bundle records %s", ErrDigestMismatch, name+at+ref, desc.Digest, want)
@@ -109,14 +111,15 @@ func (s RegistrySource) Resolve(ctx context.Context, img Image, want digest.Dige
 func (s RegistrySource) Fetcher(ctx context.Context, img Image) (remotes.Fetcher, error) {
 	name := reference.TrimNamed(img.Named).String()
 	f, err := s.Resolver.Fetcher(ctx, name)
-	if err != nil || s.roots == nil {
+	if err != nil {
 		return f, err
 	}
 	return primedFetcher{Fetcher: f, roots: s.roots, repo: name}, nil
 }
 
 // primedFetcher hands over the roots Resolve read, once each, and fetches
-// everything else.
+// everything else; a registry's answer in its errors is typed (see
+// resolver.TypedError): containerd's fetcher reports it as text.
 type primedFetcher struct {
 	remotes.Fetcher
 	roots *sync.Map
@@ -124,10 +127,13 @@ type primedFetcher struct {
 }
 
 func (f primedFetcher) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
-	if data, ok := f.roots.LoadAndDelete(f.repo + "@" + desc.Digest.String()); ok {
-		return io.NopCloser(bytes.NewReader(data.([]byte))), nil
+	if f.roots != nil {
+		if data, ok := f.roots.LoadAndDelete(f.repo + "@" + desc.Digest.String()); ok {
+			return io.NopCloser(bytes.NewReader(data.([]byte))), nil
+		}
 	}
-	return f.Fetcher.Fetch(ctx, desc)
+	rc, err := f.Fetcher.Fetch(ctx, desc)
+	return rc, resolver.TypedError(err)
 }
 
 // Location returns img's registry host and repository path.

@@ -16,6 +16,7 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/cnabio/cnab-relocate/internal/retry"
 	"github.com/cnabio/cnab-relocate/internal/verify"
 	"github.com/cnabio/cnab-relocate/layout"
 )
@@ -184,7 +185,7 @@ func TestLayoutSourceCorruptBlob(t *testing.T) {
 	if !errors.Is(err, ErrDigestMismatch) || !errors.Is(err, layout.ErrDigestMismatch) {
 		t.Fatalf("got %v, want a digest mismatch", err)
 	}
-	if retryable(err) {
+	if retry.Retryable(err) {
 		t.Fatal("a corrupt blob in a layout would be retried")
 	}
 	rc, err = f.Fetch(ctx, layer)
@@ -196,7 +197,7 @@ func TestLayoutSourceCorruptBlob(t *testing.T) {
 	if !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("got %v, want a digest mismatch", err)
 	}
-	if retryable(err) {
+	if retry.Retryable(err) {
 		t.Fatal("a corrupt blob in a layout would be retried")
 	}
 }

@@ -183,14 +183,11 @@ func (r *Resolver) getJSON(ctx context.Context, named reference.Named, path, acc
 // on the network (a body cut off in transit) is sent again, up to the
 // resolver's retries.
 func (r *Resolver) getBody(ctx context.Context, named reference.Named, path, accept string, read func(*http.Response) error) error {
-	var requestErr error
-	p := retry.Policy{Retries: r.hosts.retries, Logger: r.hosts.logger,
-		Retryable: func(err error) bool { return err != requestErr && retry.TransientNetError(err) }}
+	p := retry.Policy{Retries: r.hosts.retries, Logger: r.hosts.logger}
 	return p.Do(ctx, "GET "+path, func(int) error {
 		resp, err := r.get(ctx, named, path, accept)
 		if err != nil {
-			requestErr = err
-			return err
+			return retry.Permanent(err)
 		}
 		defer resp.Body.Close()
 		return read(resp)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/containerd/containerd/remotes/docker"
 	"github.com/containerd/containerd/remotes/docker/auth"
-	remoteerrors "github.com/containerd/containerd/remotes/errors"
 	"github.com/containerd/errdefs"
 	"github.com/docker/cli/cli/config"
 	"github.com/docker/cli/cli/config/configfile"
@@ -323,9 +322,10 @@ func (a *authorizer) authError(host string, err error) error {
 		return err
 	}
 	cr, _ := a.creds.get(host)
+	err = TypedError(err)
 	e := &AuthError{Host: host, User: cr.user, Source: cr.source, Err: err}
-	var us remoteerrors.ErrUnexpectedStatus
-	if errors.As(err, &us) && (us.StatusCode == http.StatusUnauthorized || us.StatusCode == http.StatusForbidden) {
+	var se *StatusError
+	if errors.As(err, &se) && (se.StatusCode == http.StatusUnauthorized || se.StatusCode == http.StatusForbidden) {
 		e.Rejected = true
 		if cr.secret == "" {
 			e.Err = fmt.Errorf("no credentials for %s in %s, and the token server refused an anonymous token: %w", host, cr.source, err)

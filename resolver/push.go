@@ -11,7 +11,6 @@ import (
 
 	"github.com/cnabio/cnab-relocate/internal/readerr"
 	"github.com/containerd/containerd/remotes/docker"
-	remoteserrors "github.com/containerd/containerd/remotes/errors"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -43,8 +42,9 @@ const (
 //
 // A PUT refused because its token died on the way is sent again, whole,
 // once, with a new token. Any other failure of it (a *StatusError, a
-// remotes/errors.ErrUnexpectedStatus, a network error, or the error of
-// open's reader, returned as it is) is for the caller to retry whole.
+// network error, or the error of open's reader, returned as it is) is for
+// the caller to retry whole when it is temporary (see
+// StatusError.Temporary).
 func (r *Resolver) PushBlob(ctx context.Context, repo string, desc ocispec.Descriptor, mountFrom string, open func(context.Context) (io.ReadCloser, error)) (BlobPush, error) {
 	named, err := r.named(repo)
 	if err != nil {
@@ -211,12 +211,14 @@ func (r *Resolver) blobExists(ctx context.Context, named reference.Named, desc o
 	return false, unexpected(resp)
 }
 
-// unexpected is resp as containerd's error for a status it did not
-// expect, so that callers tell them apart as they tell containerd's; it
-// closes resp's body.
+// unexpected is resp, a status the caller did not expect, as a
+// *StatusError that names the request; it closes resp's body.
 func unexpected(resp *http.Response) error {
 	defer resp.Body.Close()
-	return remoteserrors.NewUnexpectedStatusErr(resp)
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	se := newStatusError(resp, body)
+	se.request = true
+	return se
 }
 
 // host is the registry host of named's domain.

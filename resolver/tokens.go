@@ -11,7 +11,6 @@ import (
 
 	"github.com/containerd/containerd/remotes/docker"
 	"github.com/containerd/containerd/remotes/docker/auth"
-	remoteerrors "github.com/containerd/containerd/remotes/errors"
 )
 
 // bearer keeps a registry's bearer tokens: one per set of scopes, fetched
@@ -156,14 +155,14 @@ func (b *bearer) request(ctx context.Context, to auth.TokenOptions) (string, tim
 		if err == nil {
 			return resp.AccessToken, time.Duration(resp.ExpiresIn) * time.Second, nil
 		}
-		var us remoteerrors.ErrUnexpectedStatus
-		if !errors.As(err, &us) || !slices.Contains([]int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound, http.StatusMethodNotAllowed}, us.StatusCode) {
+		var se *StatusError
+		if err = TypedError(err); !errors.As(err, &se) || !slices.Contains([]int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound, http.StatusMethodNotAllowed}, se.StatusCode) {
 			return "", 0, err
 		}
 	}
 	resp, err := auth.FetchToken(ctx, b.client, nil, to)
 	if err != nil {
-		return "", 0, err
+		return "", 0, TypedError(err)
 	}
 	token := resp.Token
 	if token == "" {

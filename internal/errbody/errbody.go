@@ -32,3 +32,23 @@ func Parse(body []byte) (code, message, detail string) {
 	}
 	return e.Code, e.Message, d
 }
+
+// Codes returns the codes of every error in body, in order; nil when body
+// holds none.
+func Codes(body []byte) []string {
+	var b struct {
+		Errors []struct {
+			Code string `json:"code"`
+		} `json:"errors"`
+	}
+	if json.Unmarshal(body, &b) != nil {
+		return nil
+	}
+	var codes []string
+	for _, e := range b.Errors {
+		if e.Code != "" {
+			codes = append(codes, e.Code)
+		}
+	}
+	return codes
+}
