@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -49,7 +50,7 @@ func TestRetries(t *testing.T) {
 		dst              func(img stubImage) func(w http.ResponseWriter, r *http.Request, key string, n int) bool
 		wantErr          error // nil: success
 		want             func(stubImage) counts
-		minTime          time.Duration // the run must take at least this long (Retry-After)
+		minWait          time.Duration // a wait at least this long (Retry-After) must be asked for
 	}{{
 		name: "429 with Retry-After 1 on a blob GET is waited for by the transport",
 		src: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
@@ -61,7 +62,7 @@ func TestRetries(t *testing.T) {
 			l := img.layers[0].Digest.String()
 			return counts{"src:GET blob " + l: 2, "dst:PUT blob " + l: 1, "dst:POST upload": 3}
 		},
-		minTime: time.Second,
+		minWait: time.Second,
 	}, {
 		name: "429 with Retry-After 1 on a blob PUT is waited for and the upload restarts whole",
 		dst: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
@@ -73,7 +74,7 @@ func TestRetries(t *testing.T) {
 			l := img.layers[0].Digest.String()
 			return counts{"src:GET blob " + l: 2, "dst:PUT blob " + l: 2, "dst:POST upload": 4}
 		},
-		minTime: time.Second,
+		minWait: time.Second,
 	}, {
 		name: "503 on a blob PUT restarts the upload",
 		dst: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
@@ -275,14 +276,13 @@ func TestRetries(t *testing.T) {
 			if tc.dst != nil {
 				dst.setFault(tc.dst(img))
 			}
-			start := time.Now()
 			tr := tc.transportRetries
 			if tr == 0 {
 				tr = tc.retries
 			}
-			res, err := stubRelocate(t, src, dst, tc.retries, tr, img)
-			elapsed := time.Since(start)
-			t.Logf("took %v, err: %v", elapsed, err)
+			clock := retry.NewFakeClock(true)
+			res, err := stubRelocateClock(t, clock, src, dst, tc.retries, tr, img)
+			t.Logf("waits %v, err: %v", clock.Waits(), err)
 			if tc.wantErr == nil {
 				if err != nil {
 					t.Fatalf("Relocate: %v", err)
@@ -308,8 +308,8 @@ func TestRetries(t *testing.T) {
 					t.Errorf("the target holds %d manifests after a failure; want none", dst.manifestCount())
 				}
 			}
-			if elapsed < tc.minTime {
-				t.Errorf("took %v; want at least %v (Retry-After)", elapsed, tc.minTime)
+			if longest := slices.Max(append(clock.Waits(), 0)); longest < tc.minWait {
+				t.Errorf("the longest wait was %v; want at least %v (Retry-After)", longest, tc.minWait)
 			}
 			for k, want := range tc.want(img) {
 				s := src

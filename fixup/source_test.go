@@ -14,7 +14,7 @@ func stubBundleRelocate(t *testing.T, src, dst *regStub, img stubImage, contentD
 	if contentDigest != "" {
 		inv["contentDigest"] = contentDigest
 	}
-	return stubRelocateInv(t, dst, 0, 0, 0, []any{inv})
+	return stubRelocateInv(t, nil, dst, 0, 0, 0, []any{inv})
 }
 
 // The source root is resolved and read in one GET of the tag: no HEAD

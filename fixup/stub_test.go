@@ -24,6 +24,7 @@ import (
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/cnabio/cnab-relocate/internal/retry"
 	"github.com/cnabio/cnab-relocate/relocator"
 	"github.com/cnabio/cnab-relocate/resolver"
 )
@@ -347,27 +348,35 @@ func faultReset(w http.ResponseWriter, r *http.Request, status int, data []byte,
 // transport at all), and returns the result and the error.
 func stubRelocate(t *testing.T, src, dst *regStub, retries, transportRetries int, imgs ...stubImage) (*Result, error) {
 	t.Helper()
-	return stubRelocateWith(t, src, dst, retries, transportRetries, 4, imgs...)
+	return stubRelocateWith(t, nil, src, dst, retries, transportRetries, 4, imgs...)
+}
+
+// stubRelocateClock is stubRelocate with its waits on clock.
+func stubRelocateClock(t *testing.T, clock retry.Clock, src, dst *regStub, retries, transportRetries int, imgs ...stubImage) (*Result, error) {
+	t.Helper()
+	return stubRelocateWith(t, clock, src, dst, retries, transportRetries, 4, imgs...)
 }
 
 // stubRelocateJobs relocates with jobs at once, and no retries.
 func stubRelocateJobs(t *testing.T, src, dst *regStub, jobs int, imgs ...stubImage) (*Result, error) {
 	t.Helper()
-	return stubRelocateWith(t, src, dst, -1, -1, jobs, imgs...)
+	return stubRelocateWith(t, nil, src, dst, -1, -1, jobs, imgs...)
 }
 
-func stubRelocateWith(t *testing.T, src, dst *regStub, retries, transportRetries, jobs int, imgs ...stubImage) (*Result, error) {
+func stubRelocateWith(t *testing.T, clock retry.Clock, src, dst *regStub, retries, transportRetries, jobs int, imgs ...stubImage) (*Result, error) {
 	t.Helper()
 	var inv []any
 	for _, img := range imgs {
 		inv = append(inv, map[string]any{"image": src.Host + "/" + img.repo + ":" + img.tag})
 	}
-	return stubRelocateInv(t, dst, retries, transportRetries, jobs, inv)
+	return stubRelocateInv(t, clock, dst, retries, transportRetries, jobs, inv)
 }
 
 // stubRelocateInv relocates a bundle with the invocation images inv (as
-// bundle.json has them) into dst/team; see stubRelocate.
-func stubRelocateInv(t *testing.T, dst *regStub, retries, transportRetries, jobs int, inv []any) (*Result, error) {
+// bundle.json has them) into dst/team; see stubRelocate. Its waits
+// (backoff, Retry-After) are on clock; nil: an automatic fake clock, so
+// that none takes real time.
+func stubRelocateInv(t *testing.T, clock retry.Clock, dst *regStub, retries, transportRetries, jobs int, inv []any) (*Result, error) {
 	t.Helper()
 	doc, _ := json.Marshal(map[string]any{"name": "stub", "version": "1.0.0", "invocationImages": inv})
 	b, err := Parse(doc)
@@ -383,7 +392,10 @@ func stubRelocateInv(t *testing.T, dst *regStub, retries, transportRetries, jobs
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	if clock == nil {
+		clock = retry.NewFakeClock(true)
+	}
+	ctx, cancel := context.WithTimeout(retry.WithClock(context.Background(), clock), 30*time.Second)
 	defer cancel()
 	return Relocate(ctx, b, Options{Mapping: m, ClientOptions: ClientOptions{Resolver: res, Retries: retriesOpt(retries), Jobs: jobs}})
 }
