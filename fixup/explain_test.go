@@ -50,4 +50,22 @@ func TestRegistryErrorClassifies(t *testing.T) {
 			t.Errorf("a 400 matches a sentinel it is not: %v", re)
 		}
 	})
+	t.Run("sentinels from fields, not from words", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			err  error
+			auth bool
+		}{
+			{"a 401", &resolver.StatusError{StatusCode: 401, Status: "401 Unauthorized"}, true},
+			{"the code UNAUTHORIZED", &resolver.StatusError{StatusCode: 403, Status: "403 Forbidden", Code: "UNAUTHORIZED", Codes: []string{"UNAUTHORIZED"}}, true},
+			{"a 403 quota refusal that mentions authorization", &resolver.StatusError{StatusCode: 403, Status: "403 Forbidden", Code: "DENIED", Codes: []string{"DENIED"},
+				Message: "quota exceeded; see your authorization plan"}, false},
+			{"a plain error with the word in it", errors.New("the authorization service said: 401 Unauthorized"), false},
+		} {
+			got := registryError("r.example", tc.err)
+			if errors.Is(got, ErrAuthentication) != tc.auth {
+				t.Errorf("%s: matches ErrAuthentication %v, want %v (%v)", tc.name, !tc.auth, tc.auth, got)
+			}
+		}
+	})
 }
