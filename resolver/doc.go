@@ -34,6 +34,10 @@
 //     a *StatusError, so containerd never replays a request itself. Blob
 //     and manifest PUTs stream through a pipe and are never replayed;
 //     callers retry them whole (fixup does).
+//   - A registry's answer with a status the caller did not ask for is one
+//     [*StatusError] (host, status, the registry's error codes, message),
+//     made where the response is read; [TypedError] makes the same of
+//     what containerd's remotes report.
 //   - Beyond containerd's resolver, [Resolver] lists tags and asks the OCI
 //     1.1 referrers API, with the same hosts, TLS and credentials, and
 //     pushes with fewer requests than containerd's pusher:
