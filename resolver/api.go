@@ -215,8 +215,7 @@ func unsupported(resp *http.Response) bool {
 func decode(resp *http.Response, v any) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("GET %s: %s: %s", resp.Request.URL.Redacted(), resp.Status, strings.TrimSpace(string(body)))
+		return unexpected(resp)
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {

@@ -34,6 +34,7 @@ func TestStatusErrorAtTheSource(t *testing.T) {
 	manifests := func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/manifests/") }
 	for _, tc := range []struct {
 		name      string
+		match     func(*http.Request) bool // nil: manifests
 		fault     registrytest.Fault
 		call      func(r *resolver.Resolver, host string) error
 		status    int
@@ -74,9 +75,23 @@ func TestStatusErrorAtTheSource(t *testing.T) {
 		},
 		status: 500, codes: []string{"DENIED"},
 		text: "500 Internal Server Error: DENIED: quota",
+	}, {
+		name:  "a refused tag list, read by Tags",
+		match: func(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, "/tags/list") },
+		fault: registrytest.Fault{Kind: registrytest.FaultStatus, Status: http.StatusForbidden, Code: "DENIED", Message: "no listing"},
+		call: func(r *resolver.Resolver, host string) error {
+			_, err := r.Tags(ctx, host+"/team/a")
+			return err
+		},
+		status: 403, codes: []string{"DENIED"},
+		text: "/v2/team/a/tags/list: 403 Forbidden: DENIED: no listing",
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := registrytest.NewProxy(reg, registrytest.ProxyOptions{Faults: registrytest.FaultOptions{Rules: []registrytest.FaultRule{{Match: manifests, Fault: tc.fault}}}})
+			match := tc.match
+			if match == nil {
+				match = manifests
+			}
+			p := registrytest.NewProxy(reg, registrytest.ProxyOptions{Faults: registrytest.FaultOptions{Rules: []registrytest.FaultRule{{Match: match, Fault: tc.fault}}}})
 			defer p.Close()
 			r, err := resolver.New(resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-", Retries: &one})
 			if err != nil {
