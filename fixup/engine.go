@@ -149,7 +149,6 @@ func (c *Client) engine(src Source, dst target, m *relocator.Mapping) *engine {
 	}
 	return &engine{c: c, src: src, dst: dst, mapping: m, policy: retry.Policy{
 		Retries: c.retries,
-		Wait:    retryWait,
 		Logger:  c.logger,
 	}}
 }
@@ -897,14 +896,4 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	n, err := p.ReadCloser.Read(b)
 	p.add(n)
 	return n, err
-}
-
-// retryWait is the wait before retry attempt+1 after err: the server's
-// Retry-After if it sent one, else the default backoff.
-func retryWait(err error, attempt int) time.Duration {
-	var se *resolver.StatusError
-	if errors.As(err, &se) && se.RetryAfter > 0 {
-		return se.RetryAfter
-	}
-	return retry.Backoff(attempt)
 }

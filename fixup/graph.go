@@ -76,7 +76,7 @@ func nonDistributable(d ocispec.Descriptor) bool {
 // fetch fails transiently (a connection reset in the middle of its body)
 // is fetched again, at most DefaultRetries times.
 func walk(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor) (*graph, error) {
-	return walkRetries(ctx, f, root, retry.Policy{Retries: DefaultRetries, Wait: retryWait}, false)
+	return walkRetries(ctx, f, root, retry.Policy{Retries: DefaultRetries}, false)
 }
 
 // walkRetries is walk with the retries of p.

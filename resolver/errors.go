@@ -160,6 +160,10 @@ func (e *StatusError) RegistryAnswer() (int, []string) {
 	return e.StatusCode, codes
 }
 
+// WaitHint is the server's Retry-After, 0 when it sent none: the wait
+// before another try.
+func (e *StatusError) WaitHint() time.Duration { return e.RetryAfter }
+
 // Temporary reports whether another try may succeed: a transient status
 // (408, 429, 5xx) whose error code does not say why, an upload session the
 // registry forgot (BLOB_UPLOAD_UNKNOWN). Not after the transport's last

@@ -101,22 +101,19 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		var se *StatusError
-		var ra time.Duration
+		wait := retry.Backoff(attempt)
 		if resp != nil {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
 			se = newStatusError(resp, body)
 			if d, ok := retryAfter(req.Context(), resp.Header.Get("Retry-After")); ok {
-				ra, se.RetryAfter = d, d
+				// Even 0: the server says now.
+				wait, se.RetryAfter = d, d
 			}
 			err = se
 		}
 		if !retry.Retryable(err) && se == nil {
 			return nil, err
-		}
-		wait := retry.Backoff(attempt)
-		if ra > 0 {
-			wait = ra
 		}
 		if se != nil && se.StatusCode == http.StatusTooManyRequests {
 			t.close(req.Context(), req.URL.Host, wait)

@@ -1,5 +1,5 @@
 // Package retry is the one place that decides whether a failure is worth
-// another try (Retryable) and how long to wait before it (Backoff, the
+// another try (Retryable) and how long to wait before it (Wait, on the
 // clock of Sleep). The resolver's transport retries single requests with
 // it; the copy engine retries whole transfers with it. No other package
 // classifies errors for retrying: classify_test.go fails if one does.
@@ -106,8 +106,8 @@ func Sleep(ctx context.Context, d time.Duration) error {
 type Policy struct {
 	// Retries is how many times a failure is retried (0: none).
 	Retries int
-	// Wait is the wait before retry attempt+1 after err; Backoff when nil
-	// or when it returns 0.
+	// Wait is the wait before retry attempt+1 after err; the package's
+	// Wait when nil or when it returns 0.
 	Wait func(err error, attempt int) time.Duration
 	// Logger receives a debug record per retry; nil discards.
 	Logger *slog.Logger
@@ -136,7 +136,7 @@ func (p Policy) Do(ctx context.Context, what string, try func(attempt int) error
 			wait = p.Wait(err, attempt)
 		}
 		if wait <= 0 {
-			wait = Backoff(attempt)
+			wait = Wait(err, attempt)
 		}
 		if p.Logger != nil {
 			p.Logger.Debug("retrying", "what", what, "attempt", attempt+1, "wait", wait, "err", err)
@@ -145,6 +145,25 @@ func (p Policy) Do(ctx context.Context, what string, try func(attempt int) error
 			return serr
 		}
 	}
+}
+
+// Hinted is an error that says how long to wait before another try: a
+// server's Retry-After (resolver.StatusError).
+type Hinted interface {
+	error
+	WaitHint() time.Duration
+}
+
+// Wait is the wait before retry attempt+1 after err: the wait err hints
+// at (see Hinted) when it hints at one, else Backoff(attempt).
+func Wait(err error, attempt int) time.Duration {
+	var h Hinted
+	if errors.As(err, &h) {
+		if d := h.WaitHint(); d > 0 {
+			return d
+		}
+	}
+	return Backoff(attempt)
 }
 
 // ErrExhausted marks a transient failure that was already retried as many

@@ -83,6 +83,19 @@ func TestPolicyDo(t *testing.T) {
 			t.Errorf("waits %v, want two of 7s", got)
 		}
 	})
+	t.Run("a server's hint sets the wait; none, the backoff", func(t *testing.T) {
+		clock := NewFakeClock(true)
+		fails := []error{hinted{answer{429, nil}, 3 * time.Second}, hinted{answer{503, nil}, 0}}
+		Policy{Retries: 2}.Do(WithClock(context.Background(), clock), "x", func(a int) error {
+			if a < len(fails) {
+				return fmt.Errorf("pushing: %w", fails[a])
+			}
+			return nil
+		})
+		if w := clock.Waits(); len(w) != 2 || w[0] != 3*time.Second || w[1] < backoffBase || w[1] > 2*backoffBase {
+			t.Errorf("waits %v, want 3s, then a backoff in [%v, %v]", w, backoffBase, 2*backoffBase)
+		}
+	})
 	t.Run("a cancelled context ends the waiting", func(t *testing.T) {
 		clock := NewFakeClock(false) // never advanced: the wait lasts until ctx ends
 		ctx, cancel := context.WithCancel(WithClock(context.Background(), clock))
@@ -175,6 +188,14 @@ func TestRetryable(t *testing.T) {
 		})
 	}
 }
+
+// hinted is an answer with a server's Retry-After.
+type hinted struct {
+	answer
+	wait time.Duration
+}
+
+func (h hinted) WaitHint() time.Duration { return h.wait }
 
 type timeoutErr struct{}
 
