@@ -8,6 +8,7 @@ import (
 
 	"github.com/cnabio/cnab-relocate/layout"
 	"github.com/cnabio/cnab-to-oci/relocation"
+	"github.com/opencontainers/go-digest"
 )
 
 // ExportOptions configures Export and ExportArchive: a client's options
@@ -29,6 +30,19 @@ type ExportOptions struct {
 	// OnPart, when not nil, is called by ExportArchive for each part of a
 	// split archive, in order, once all are in place.
 	OnPart func(layout.Part)
+	// Bases, when not empty, makes the export a delta: every blob and
+	// manifest one of these archives holds (thick bundle archives, split
+	// ones too, each read once as a stream: layout.ReadHoldings) is left
+	// out of the layout, which still names every image, and
+	// ExportArchive records them in layout.DeltaFile (ExportResult.Delta).
+	Bases []string
+	// DryRun makes Export fetch the manifests only (no blob is fetched or
+	// written) and list in ExportResult.Blobs what the archive would hold
+	// and, with Bases, in ExportResult.Delta what it would leave out.
+	DryRun bool
+	// OnDelta, when not nil, is called by ExportArchive with the record of
+	// a delta export once the archive is in place.
+	OnDelta func(*layout.Delta)
 }
 
 // ExportResult is the outcome of Export: an image layout in a temporary
@@ -46,6 +60,13 @@ type ExportResult struct {
 	Images []ImageResult
 	// Skipped lists the images left alone because of their type.
 	Skipped []Image
+	// Blobs lists every blob and manifest of the exported images (their
+	// referrers' too), each once, in bundle order: those in Delta's
+	// LeftOut are not in the layout, the others are.
+	Blobs []*ExportBlob
+	// Delta records what a delta export (ExportOptions.Bases) left out;
+	// nil without bases.
+	Delta *layout.Delta
 }
 
 // Close removes the layout's temporary directory. It is idempotent.
@@ -76,6 +97,10 @@ func Export(ctx context.Context, b *Bundle, opts ExportOptions) (_ *ExportResult
 	if err != nil {
 		return nil, err
 	}
+	baseList, holds, err := bases(ctx, opts.Bases)
+	if err != nil {
+		return nil, err
+	}
 	dir, err := os.MkdirTemp("", "cnab-relocate-export-*")
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrOutput, err)
@@ -93,7 +118,8 @@ func Export(ctx context.Context, b *Bundle, opts ExportOptions) (_ *ExportResult
 	if err != nil {
 		return nil, err
 	}
-	e := c.engine(src, layoutTarget{store: store}, nil)
+	held := func(d digest.Digest) bool { return heldBy(holds, d) >= 0 }
+	e := c.engine(src, exportTarget{layoutTarget: layoutTarget{store: store}, held: held, dry: opts.DryRun}, nil)
 	jobs := make([]*job, len(images))
 	for i, p := range images {
 		jobs[i] = newJob(p.Image, p.Digest)
@@ -102,7 +128,10 @@ func Export(ctx context.Context, b *Bundle, opts ExportOptions) (_ *ExportResult
 	if err := e.run(ctx, jobs); err != nil {
 		return nil, err
 	}
-	res := &ExportResult{Skipped: skipped}
+	res := &ExportResult{Skipped: skipped, Blobs: exportBlobs(jobs)}
+	if len(holds) > 0 {
+		res.Delta = deltaRecord(baseList, holds, res.Blobs)
+	}
 	var errs []error
 	for _, j := range jobs {
 		r := j.result(e.dst, "exporting")
@@ -125,11 +154,15 @@ func Export(ctx context.Context, b *Bundle, opts ExportOptions) (_ *ExportResult
 // file beside out and renamed into place once complete; on any error
 // nothing is left at out, and the temporary layout is removed either way.
 // With opts.SplitSize it is written as parts out.000, out.001, ... instead,
-// all or none, reported to opts.OnPart.
+// all or none, reported to opts.OnPart. With opts.Bases it is a delta:
+// what the bases hold is left out and recorded in layout.DeltaFile.
 // bundleJSON should be the bytes b was parsed from.
 func ExportArchive(ctx context.Context, b *Bundle, bundleJSON []byte, out string, opts ExportOptions) error {
 	if out == "" {
 		return invalid(errors.New("fixup: ExportArchive needs an output path"))
+	}
+	if opts.DryRun {
+		return invalid(errors.New("fixup: ExportArchive writes an archive: call Export for a dry run"))
 	}
 	res, err := Export(ctx, b, opts)
 	if err != nil {
@@ -139,8 +172,16 @@ func ExportArchive(ctx context.Context, b *Bundle, bundleJSON []byte, out string
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	var extra []layout.File
+	if res.Delta != nil {
+		data, err := encodeDelta(res.Delta)
+		if err != nil {
+			return err
+		}
+		extra = append(extra, layout.File{Name: layout.DeltaFile, Data: data})
+	}
 	if opts.SplitSize > 0 {
-		parts, err := layout.WriteSplitArchive(out, opts.SplitSize, bundleJSON, res.Dir)
+		parts, err := layout.WriteSplitArchive(out, opts.SplitSize, bundleJSON, res.Dir, extra...)
 		if err != nil {
 			return fmt.Errorf("%w %s: %w", ErrOutput, out, err)
 		}
@@ -149,10 +190,16 @@ func ExportArchive(ctx context.Context, b *Bundle, bundleJSON []byte, out string
 				opts.OnPart(p)
 			}
 		}
+		if res.Delta != nil && opts.OnDelta != nil {
+			opts.OnDelta(res.Delta)
+		}
 		return nil
 	}
-	if err := layout.WriteArchive(out, bundleJSON, res.Dir); err != nil {
+	if err := layout.WriteArchive(out, bundleJSON, res.Dir, extra...); err != nil {
 		return fmt.Errorf("%w %s: %w", ErrOutput, out, err)
+	}
+	if res.Delta != nil && opts.OnDelta != nil {
+		opts.OnDelta(res.Delta)
 	}
 	return nil
 }

@@ -447,13 +447,18 @@ func (t layoutTarget) putManifest(ctx context.Context, j *job, n node, tag strin
 	if err := t.store.WriteBlob(ctx, n.desc, bytes.NewReader(n.data)); err != nil {
 		return false, localError{err}
 	}
+	t.name(j, n, tag, root)
+	return true, nil
+}
+
+// name names manifest n of j in index.json as putManifest does.
+func (t layoutTarget) name(j *job, n node, tag string, root bool) {
 	switch {
 	case root:
 		t.store.AddRef(n.desc, j.img.Ref)
 	case tag != "":
 		t.store.AddRef(n.desc, reference.TrimNamed(j.target).String()+":"+tag)
 	}
-	return true, nil
 }
 
 // referrersAPI is false: a layout keeps referrers under their tags, and

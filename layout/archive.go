@@ -152,6 +152,8 @@ type archiveEntry struct {
 	data []byte
 	size int64
 	dir  bool
+	// extra is one of WriteArchive's extra files.
+	extra bool
 }
 
 // epoch is the modification time of every archive entry.
@@ -171,19 +173,37 @@ var epoch = time.Unix(0, 0).UTC()
 // to a temporary file in path's directory and renamed into place; on error
 // nothing is left behind. Symbolic links or other special files in the
 // layout are an error.
-func WriteArchive(path string, bundleJSON []byte, layoutDir string) error {
-	return writeArchive(path, &fileSink{path: path}, bundleJSON, layoutDir)
+//
+// Each of extra is one more file, after index.json and before the blobs:
+// a delta's DeltaFile. Its name must be under artifacts/ and outside the
+// layout.
+func WriteArchive(path string, bundleJSON []byte, layoutDir string, extra ...File) error {
+	return writeArchive(path, &fileSink{path: path}, bundleJSON, layoutDir, extra)
+}
+
+// File is a small file to put in an archive, by its slash-separated name
+// in the archive.
+type File struct {
+	Name string
+	Data []byte
 }
 
 // writeArchive writes the archive WriteArchive describes into out, then
 // commits it; on error it aborts out.
-func writeArchive(path string, out sink, bundleJSON []byte, layoutDir string) (err error) {
+func writeArchive(path string, out sink, bundleJSON []byte, layoutDir string, extra []File) (err error) {
 	defer func() {
 		if err != nil {
 			out.abort()
 		}
 	}()
 	entries := []archiveEntry{{name: BundleFile, data: bundleJSON, size: int64(len(bundleJSON))}}
+	for _, f := range extra {
+		name, err := entryName(f.Name)
+		if err != nil || name != f.Name || !strings.HasPrefix(name, "artifacts/") || strings.HasPrefix(name, LayoutPath+"/") || name == LayoutPath {
+			return fmt.Errorf("writing %s: extra file %q: not a file name under artifacts/ outside %s", path, f.Name, LayoutPath)
+		}
+		entries = append(entries, archiveEntry{name: name, data: f.Data, size: int64(len(f.Data)), extra: true})
+	}
 	if layoutDir != "" {
 		if _, err := Open(layoutDir); err != nil {
 			return fmt.Errorf("writing %s: %w", path, err)
@@ -230,7 +250,7 @@ func plainTar(path string) bool {
 }
 
 // entryRank orders an archive's entries: bundle.json, directories,
-// oci-layout, index.json, blobs.
+// oci-layout, index.json, extra files, blobs.
 func entryRank(e archiveEntry) int {
 	switch {
 	case e.name == BundleFile:
@@ -241,13 +261,15 @@ func entryRank(e archiveEntry) int {
 		return 2
 	case e.name == LayoutPath+"/"+ocispec.ImageIndexFile:
 		return 3
+	case e.extra:
+		return 4
 	}
-	return 4
+	return 5
 }
 
 // blobSize is a blob's size, to put small blobs first; 0 for the others.
 func blobSize(e archiveEntry) int64 {
-	if entryRank(e) == 4 {
+	if entryRank(e) == 5 {
 		return e.size
 	}
 	return 0

@@ -2,6 +2,7 @@ package layout
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/containerd/containerd/errdefs"
 
@@ -35,6 +36,10 @@ var (
 	// ErrAmbiguous is returned by Find when a reference matches several
 	// images only by tag.
 	ErrAmbiguous = errors.New("ambiguous reference")
+	// ErrLeftOut is returned, wrapped, by Archive.Fetch for a manifest
+	// that a delta archive leaves out on purpose (see Archive.Delta): it is
+	// to be in the target already. It matches ErrNotFound too.
+	ErrLeftOut = fmt.Errorf("left out of the delta archive: %w", ErrNotFound)
 	// ErrDigestMismatch is returned when content does not have the size or
 	// digest its descriptor gives.
 	ErrDigestMismatch = verify.ErrDigestMismatch

@@ -45,7 +45,7 @@ type Part struct {
 func PartName(path string, i int) string { return fmt.Sprintf("%s.%03d", path, i) }
 
 // WriteSplitArchive writes the archive WriteArchive(path, bundleJSON,
-// layoutDir) would write — the same bytes, gzipped or plain by path's name
+// layoutDir, extra...) would write — the same bytes, gzipped or plain by path's name
 // as WriteArchive decides — as parts path.000, path.001, ... of at most
 // size bytes each, streamed into them as it is written (no whole archive
 // on disk, no copy). Each part is written to a temporary file beside it
@@ -55,12 +55,12 @@ func PartName(path string, i int) string { return fmt.Sprintf("%s.%03d", path, i
 // no temporary file is left. It returns the parts in order, with their
 // sizes and sha256 digests. An archive that needs more than MaxParts parts
 // of size is an error.
-func WriteSplitArchive(path string, size int64, bundleJSON []byte, layoutDir string) ([]Part, error) {
+func WriteSplitArchive(path string, size int64, bundleJSON []byte, layoutDir string, extra ...File) ([]Part, error) {
 	if size <= 0 {
 		return nil, fmt.Errorf("writing %s: split size %d: must be at least 1 byte", path, size)
 	}
 	s := &splitWriter{path: path, size: size}
-	if err := writeArchive(path, s, bundleJSON, layoutDir); err != nil {
+	if err := writeArchive(path, s, bundleJSON, layoutDir, extra); err != nil {
 		return nil, err
 	}
 	return s.parts, nil

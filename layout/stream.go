@@ -59,7 +59,12 @@ type Archive struct {
 	// RelocationMapping is relocation-mapping.json at the root of the
 	// archive, byte for byte, nil when there is none (see MappingFile).
 	RelocationMapping []byte
+	// Delta is the record of a delta archive (DeltaFile): what it leaves
+	// out on purpose, held by its bases. Nil for an archive that holds
+	// every image whole.
+	Delta *Delta
 
+	leftOut   map[digest.Digest]bool // Delta's, by digest
 	hasLayout bool
 	index     ocispec.Index
 	kept      map[digest.Digest][]byte // manifests and indexes, verified
@@ -111,7 +116,7 @@ func scanArchive(ctx context.Context, path string, r io.Reader) (*Archive, error
 
 // scan reads w up to the pause, or to its end (see Archive).
 func scan(ctx context.Context, w *walker) (*Archive, error) {
-	a := &Archive{Path: w.archive, kept: map[digest.Digest][]byte{}, blobs: map[digest.Digest]int64{}, held: map[digest.Digest][]byte{}, reads: 1}
+	a := &Archive{Path: w.archive, kept: map[digest.Digest][]byte{}, leftOut: map[digest.Digest]bool{}, blobs: map[digest.Digest]int64{}, held: map[digest.Digest][]byte{}, reads: 1}
 	var layoutFile, indexFile []byte
 	var keptSize int64
 	blobFirst := false // a blob came before bundle.json
@@ -136,6 +141,16 @@ func scan(ctx context.Context, w *walker) (*Archive, error) {
 			a.BundleJSON, err = small(maxBundleSize)
 		case name == MappingFile:
 			a.RelocationMapping, err = small(maxBundleSize)
+		case name == DeltaFile:
+			var data []byte
+			if data, err = small(maxDeltaSize); err == nil {
+				if a.Delta, err = parseDelta(data); err != nil {
+					return nil, w.bad("%v", err)
+				}
+				for _, l := range a.Delta.LeftOut {
+					a.leftOut[l.Digest] = true
+				}
+			}
 		case name == LayoutPath+"/"+ocispec.ImageLayoutFile:
 			layoutFile, err = small(maxIndexSize)
 		case name == LayoutPath+"/"+ocispec.ImageIndexFile:
@@ -237,6 +252,9 @@ func (a *Archive) hasAllManifests(indexFile []byte) bool {
 			continue
 		}
 		seen[d.Digest] = true
+		if a.leftOut[d.Digest] {
+			continue // in the target, not here
+		}
 		data, ok := a.kept[d.Digest]
 		if !ok {
 			return false
@@ -334,13 +352,21 @@ func (a *Archive) Has(d digest.Digest) bool {
 	return ok || !a.complete
 }
 
+// LeftOut reports whether a delta archive leaves blob or manifest d out
+// on purpose (see Delta).
+func (a *Archive) LeftOut(d digest.Digest) bool { return a.leftOut[d] }
+
 // Fetch returns a manifest or index of the layout (held since
-// OpenArchive, checked against desc). A blob the archive holds but did not
+// OpenArchive, checked against desc). One a delta leaves out is
+// ErrLeftOut. A blob the archive holds but did not
 // keep is ErrStreamOnly: read it with Stream. One it does not hold is
 // ErrNotFound. Fetch makes Archive a containerd remotes.Fetcher.
 func (a *Archive) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
 	if data, ok := a.kept[desc.Digest]; ok {
 		return io.NopCloser(verify.NewReader(bytes.NewReader(data), desc)), nil
+	}
+	if a.leftOut[desc.Digest] {
+		return nil, fmt.Errorf("thick bundle %s: blob %s: %w", a.Path, desc.Digest, ErrLeftOut)
 	}
 	if a.Has(desc.Digest) {
 		return nil, fmt.Errorf("thick bundle %s: blob %s: %w", a.Path, desc.Digest, ErrStreamOnly)
@@ -521,6 +547,8 @@ type walker struct {
 	// the tar stream as read, to tell its end from a missing part.
 	last string
 	tail *tailReader
+	// raw is the archive's bytes as read, before gzip.
+	raw io.Reader
 }
 
 // peeked is an entry next returned and unread gave back, not read yet.
@@ -544,8 +572,8 @@ func newWalker(archive string, r io.Reader) (*walker, error) {
 // startWalker is newWalker for the parts of a split archive when last,
 // its last part, is not "".
 func startWalker(archive string, r io.Reader, last string) (*walker, error) {
-	w := &walker{archive: archive, files: map[string]bool{}, dirs: map[string]bool{}, last: last}
 	br := bufio.NewReaderSize(r, 64<<10)
+	w := &walker{archive: archive, files: map[string]bool{}, dirs: map[string]bool{}, last: last, raw: br}
 	var src io.Reader = br
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		zr, err := gzip.NewReader(br)
@@ -594,13 +622,22 @@ func openFile(path string) (*os.File, error) {
 // openWalker opens the archive at path, or the parts of the split archive
 // it names (see WriteSplitArchive), and starts reading it.
 func openWalker(path string) (*walker, error) {
+	return openWalkerThrough(path, nil)
+}
+
+// openWalkerThrough is openWalker reading the archive's bytes through
+// wrap(file) when wrap is not nil; w.raw is what it reads from.
+func openWalkerThrough(path string, wrap func(io.Reader) io.Reader) (*walker, error) {
+	if wrap == nil {
+		wrap = func(r io.Reader) io.Reader { return r }
+	}
 	parts, err := splitParts(path)
 	if err != nil {
 		return nil, err
 	}
 	if parts != nil {
 		r := &partsReader{parts: parts}
-		w, err := startWalker(path, r, parts[len(parts)-1])
+		w, err := startWalker(path, wrap(r), parts[len(parts)-1])
 		if err != nil {
 			r.Close()
 			return nil, err
@@ -612,7 +649,7 @@ func openWalker(path string) (*walker, error) {
 	if err != nil {
 		return nil, err
 	}
-	w, err := newWalker(path, f)
+	w, err := newWalker(path, wrap(f))
 	if err != nil {
 		f.Close()
 		return nil, err
