@@ -9,6 +9,7 @@ import (
 	"io"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -151,4 +152,184 @@ func encodeDelta(d *layout.Delta) ([]byte, error) {
 		return nil, errors.New("encoding " + layout.DeltaFile + ": " + err.Error())
 	}
 	return buf.Bytes(), nil
+}
+
+// deltaSource is a source that leaves content out on purpose: a delta
+// archive.
+type deltaSource interface {
+	// delta is the record of what is left out; nil when nothing is.
+	delta() *layout.Delta
+}
+
+func (s ArchiveSource) delta() *layout.Delta { return s.Archive.Delta }
+
+// deltaOf returns the delta record behind src, if it is a delta archive
+// (directly, or read through a source relocation mapping).
+func deltaOf(src Source) (*layout.Delta, bool) {
+	if m, ok := src.(mappedSource); ok {
+		src = m.base
+	}
+	ds, ok := src.(deltaSource)
+	if !ok || ds.delta() == nil {
+		return nil, false
+	}
+	return ds.delta(), true
+}
+
+// blobChecker is a target that can say whether a repository has a blob.
+type blobChecker interface {
+	hasBlob(ctx context.Context, host, repo string, desc ocispec.Descriptor) (bool, error)
+}
+
+// missing is content a delta leaves out that an image's target lacks.
+type missing struct {
+	desc ocispec.Descriptor
+	what string // "blob", "manifest"
+	base layout.Base
+}
+
+// mount is a left-out blob to mount into j's repository from another.
+type mount struct {
+	j    *job
+	desc ocispec.Descriptor
+	from string
+}
+
+// checkDelta checks, before anything is pushed, that every blob and
+// manifest the delta d leaves out is in the target where the planned jobs
+// need it: in the job's target repository, or, for a blob, in the target
+// repository of another image of the bundle on the same registry, to be
+// mounted from there (these are the repositories the same images went to
+// when the base was relocated: target names come from the bundle's
+// references). One HEAD per left-out item in the job's repository, and
+// one per repository tried for a blob it lacks. When anything is missing,
+// every job fails (nothing is pushed), those that need it with
+// ErrBaseMissing listing each item and the base that holds it. Else the
+// blobs to mount are mounted, and the left-out blobs leave the jobs'
+// graphs: the stream does not hold them.
+func (e *engine) checkDelta(ctx context.Context, d *layout.Delta, jobs []*job) error {
+	left := map[digest.Digest]layout.LeftOut{}
+	for _, l := range d.LeftOut {
+		left[l.Digest] = l
+	}
+	baseOf := func(dg digest.Digest) layout.Base { return d.Bases[left[dg].Base] }
+	bc, _ := e.dst.(blobChecker)
+	var live []*job
+	for _, j := range jobs {
+		if j.graph != nil && j.failedErr() == nil {
+			live = append(live, j)
+		}
+	}
+	lacks := map[*job][]missing{}
+	var mounts []mount
+	for _, j := range live {
+		if len(j.graph.manifests) == 0 {
+			// The root is left out, and not under the image's name there
+			// (see present).
+			lacks[j] = append(lacks[j], missing{desc: j.root, what: "manifest", base: baseOf(j.root.Digest)})
+			continue
+		}
+		for _, m := range j.graph.leftOut {
+			ok, err := e.dst.hasManifest(ctx, j, "", m)
+			if err != nil {
+				e.failJob(j, e.targetErr(j, "checking the target for manifest "+m.Digest.String(), err))
+				break
+			}
+			if !ok {
+				lacks[j] = append(lacks[j], missing{desc: m, what: "manifest", base: baseOf(m.Digest)})
+			}
+		}
+		kept := j.graph.blobs[:0:0]
+		for _, b := range j.graph.blobs {
+			if _, ok := left[b.Digest]; !ok {
+				kept = append(kept, b)
+				continue
+			}
+			from, err := e.findBlob(ctx, bc, j, b, live)
+			if err != nil {
+				e.failJob(j, e.targetErr(j, "checking the target for blob "+b.Digest.String(), err))
+				break
+			}
+			switch from {
+			case "":
+				lacks[j] = append(lacks[j], missing{desc: b, what: "blob", base: baseOf(b.Digest)})
+			case j.repo:
+			default:
+				mounts = append(mounts, mount{j: j, desc: b, from: from})
+			}
+		}
+		j.graph.blobs = kept
+	}
+	if len(lacks) > 0 {
+		n := 0
+		for _, j := range live {
+			if ms := lacks[j]; len(ms) > 0 {
+				n++
+				e.failJob(j, baseMissing(j, ms))
+			}
+		}
+		for _, j := range live {
+			if lacks[j] == nil {
+				e.failJob(j, fmt.Errorf("%w: not relocated: %d images of the delta archive need content that the target lacks, and nothing is pushed until it is there", ErrBaseMissing, n))
+			}
+		}
+		return nil
+	}
+	for _, m := range mounts {
+		if m.j.failedErr() != nil {
+			continue
+		}
+		none := func(context.Context) (io.ReadCloser, error) {
+			return nil, fmt.Errorf("blob %s: %w: it could not be mounted from %s", m.desc.Digest, ErrBaseMissing, m.from)
+		}
+		kind, err := e.putBlob(ctx, m.j, m.j.repo, m.desc, []string{m.from}, none)
+		if err != nil {
+			e.failJob(m.j, err)
+			continue
+		}
+		e.credit(&blobTask{desc: m.desc}, []*job{m.j}, kind)
+	}
+	return ctx.Err()
+}
+
+// findBlob returns the repository of j's target registry that has blob b:
+// j's own, else that of another of live on the same registry; "" when
+// none has it.
+func (e *engine) findBlob(ctx context.Context, bc blobChecker, j *job, b ocispec.Descriptor, live []*job) (string, error) {
+	if bc == nil {
+		return "", nil
+	}
+	repos := []string{j.repo}
+	for _, o := range live {
+		if o.host == j.host && !slices.Contains(repos, o.repo) {
+			repos = append(repos, o.repo)
+		}
+	}
+	for _, r := range repos {
+		ok, err := bc.hasBlob(ctx, j.host, r, b)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			return r, nil
+		}
+	}
+	return "", nil
+}
+
+// baseMissing is the error for j, whose target lacks ms.
+func baseMissing(j *job, ms []missing) error {
+	var lines []string
+	for _, m := range ms {
+		lines = append(lines, fmt.Sprintf("%s %s (%d bytes): held by base %s (%s %s): relocate %s first", m.what, m.desc.Digest, m.desc.Size, m.base.Archive, m.base.Bundle, m.base.Version, m.base.Archive))
+	}
+	where := j.host + "/" + j.repo
+	return fmt.Errorf("%w: %s of image %s in %s:\n  %s", ErrBaseMissing, plural(len(ms), "item"), j.img.Ref, where, strings.Join(lines, "\n  "))
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }

@@ -18,7 +18,10 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/cnabio/cnab-relocate/internal/registrytest"
 	"github.com/cnabio/cnab-relocate/layout"
+	"github.com/cnabio/cnab-relocate/relocator"
+	"github.com/cnabio/cnab-relocate/resolver"
 )
 
 // release2 pushes team/app:2.0 (the shared layer, a new layer, a new
@@ -47,10 +50,28 @@ func (fx *exportFixture) release2(t *testing.T) (*Bundle, []byte, []digest.Diges
 		t.Fatal(err)
 	}
 	fresh = append(fresh, md.Digest)
+	// A new repository whose image has the shared layer: a relocation of
+	// the delta mounts it from where the base put it.
+	n := ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+		Config: push(ocispec.MediaTypeImageConfig, []byte(`{"os":"linux","seed":"new"}`)),
+		Layers: []ocispec.Descriptor{fx.shared}}
+	if _, err := c.PushBlob(ctx, "team/new", sharedLayer); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PushBlob(ctx, "team/new", []byte(`{"os":"linux","seed":"new"}`)); err != nil {
+		t.Fatal(err)
+	}
+	data, _ = json.Marshal(n)
+	nd, err := c.PushManifest(ctx, "team/new", "1.0", ocispec.MediaTypeImageManifest, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh = append(fresh, n.Config.Digest, nd.Digest)
 	ref := fx.proxy.Host + "/team/app:2.0"
 	raw := []byte(`{"schemaVersion":"v1.0.0","name":"app","version":"2.0.0",
   "invocationImages":[{"imageType":"docker","image":"` + ref + `"}],
-  "images":{"multi":{"image":"` + fx.mulRef + `","contentDigest":"` + fx.multi.Digest.String() + `"}}}
+  "images":{"multi":{"image":"` + fx.mulRef + `","contentDigest":"` + fx.multi.Digest.String() + `"},
+    "new":{"image":"` + fx.proxy.Host + `/team/new:1.0"}}}
 `)
 	b, err := Parse(raw)
 	if err != nil {
@@ -176,7 +197,7 @@ func TestExportDelta(t *testing.T) {
 			for _, l := range rec.LeftOut {
 				left[l.Digest] = l
 			}
-			if l := left[fx.shared.Digest]; l.Size != fx.shared.Size || !slices.Equal(l.Images, []string{fx.proxy.Host + "/team/app:2.0", fx.mulRef}) {
+			if l := left[fx.shared.Digest]; l.Size != fx.shared.Size || !slices.Equal(l.Images, []string{fx.proxy.Host + "/team/app:2.0", fx.mulRef, fx.proxy.Host + "/team/new:1.0"}) {
 				t.Errorf("shared layer left out as %+v", l)
 			}
 			if l := left[fx.multi.Digest]; l.Images == nil || l.MediaType != ocispec.MediaTypeImageIndex {
@@ -264,4 +285,126 @@ func TestExportBadBase(t *testing.T) {
 			t.Errorf("base %s: an archive was written", p)
 		}
 	}
+}
+
+// deltaRelocation is a target registry behind a counting proxy and the
+// relocation of archives into it.
+type deltaRelocation struct {
+	dst   *registrytest.Memory
+	proxy *registrytest.Proxy
+}
+
+func newDeltaRelocation(t *testing.T) *deltaRelocation {
+	r := &deltaRelocation{dst: registrytest.StartMemory(false)}
+	r.proxy = registrytest.NewProxyURL(r.dst.URL, nil, registrytest.ProxyOptions{})
+	t.Cleanup(func() { r.proxy.Close(); r.dst.Close() })
+	return r
+}
+
+func (r *deltaRelocation) relocate(t *testing.T, archive string) (*Result, error) {
+	t.Helper()
+	ctx := context.Background()
+	b, a, err := LoadArchive(ctx, archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	m, _ := relocator.New(relocator.OneToOne, r.proxy.Host+"/prod")
+	return Relocate(ctx, b, Options{Mapping: m, Source: ArchiveSource{Archive: a},
+		ClientOptions: ClientOptions{ResolverOptions: resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-"}}})
+}
+
+// writes are the requests since from that change the registry.
+func (r *deltaRelocation) writes(from int) []string {
+	var out []string
+	for _, q := range r.proxy.Requests()[from:] {
+		if !strings.HasPrefix(q, "GET ") && !strings.HasPrefix(q, "HEAD ") {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+func TestRelocateDelta(t *testing.T) {
+	ctx := context.Background()
+	fx := newExportFixture(t)
+	dir := t.TempDir()
+	base, delta := filepath.Join(dir, "app-1.tgz"), filepath.Join(dir, "app-2-delta.tgz")
+	if err := ExportArchive(ctx, fx.bundle, fx.bundleJSON, base, fx.options(t)); err != nil {
+		t.Fatal(err)
+	}
+	b2, raw2, _ := fx.release2(t)
+	opts := fx.options(t)
+	opts.Bases = []string{base}
+	if err := ExportArchive(ctx, b2, raw2, delta, opts); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("without its base: refused, nothing pushed", func(t *testing.T) {
+		r := newDeltaRelocation(t)
+		res, err := r.relocate(t, delta)
+		if err == nil || !errors.Is(err, ErrBaseMissing) {
+			t.Fatalf("got %v, want ErrBaseMissing", err)
+		}
+		for _, want := range []string{fx.shared.Digest.String(), fx.multi.Digest.String(), "relocate app-1.tgz first", fx.proxy.Host + "/team/app:2.0", fx.mulRef} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error does not name %s:\n%v", want, err)
+			}
+		}
+		for _, img := range res.Images {
+			if img.Err == nil {
+				t.Errorf("%s relocated", img.Source)
+			}
+		}
+		if w := r.writes(0); len(w) != 0 {
+			t.Errorf("pushed %v", w)
+		}
+	})
+
+	t.Run("after its base", func(t *testing.T) {
+		r := newDeltaRelocation(t)
+		if _, err := r.relocate(t, base); err != nil {
+			t.Fatal(err)
+		}
+		from := len(r.proxy.Requests())
+		res, err := r.relocate(t, delta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Every image is there whole, by the digest it has at the source.
+		c := r.dst.Client()
+		want, err := Export(ctx, b2, func() ExportOptions { o := fx.options(t); o.DryRun = true; return o }())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer want.Close()
+		for i, img := range res.Images {
+			repo := strings.SplitN(strings.TrimPrefix(img.Target, r.proxy.Host+"/"), "@", 2)[0]
+			repo = strings.SplitN(repo, ":", 2)[0]
+			for _, bl := range want.Blobs {
+				if !slices.Contains(bl.Images, b2.Images[i].Ref) || isManifest(bl.MediaType) {
+					continue
+				}
+				if ok, err := c.BlobExists(ctx, repo, bl.Digest); err != nil || !ok {
+					t.Errorf("%s: blob %s not in %s (%v)", img.Source, bl.Digest, repo, err)
+				}
+			}
+		}
+		// No blob the base holds was uploaded. (This registry finds a blob
+		// in every repository once it has it: the mount into the new
+		// repository is proved against distribution, in e2e.)
+		for _, q := range r.writes(from) {
+			if strings.HasPrefix(q, "PUT ") && strings.Contains(q, "digest="+strings.Replace(fx.shared.Digest.String(), ":", "%3A", 1)) {
+				t.Errorf("uploaded the shared layer: %s", q)
+			}
+		}
+		// A rerun: one request per image.
+		from = len(r.proxy.Requests())
+		if _, err := r.relocate(t, delta); err != nil {
+			t.Fatal(err)
+		}
+		if got := r.proxy.Requests()[from:]; len(got) != len(res.Images) {
+			t.Errorf("rerun: %d requests, want %d (one per image):\n%s", len(got), len(res.Images), strings.Join(got, "\n"))
+		}
+	})
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cnabio/cnab-relocate/internal/retry"
 	"github.com/cnabio/cnab-relocate/internal/verify"
+	"github.com/cnabio/cnab-relocate/layout"
 	"github.com/cnabio/cnab-relocate/relocator"
 	"github.com/cnabio/cnab-relocate/resolver"
 )
@@ -231,6 +232,11 @@ func (e *engine) runStream(ctx context.Context, ss streamSource, jobs []*job) er
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if ds, ok := deltaOf(e.src); ok {
+		if err := e.checkDelta(ctx, ds, jobs); err != nil {
+			return err
+		}
+	}
 	tasks := map[string]*blobTask{}
 	var order []*blobTask
 	for _, j := range jobs {
@@ -310,6 +316,12 @@ func (e *engine) plan(ctx context.Context, j *job) error {
 		return e.sourceErr(j, "reading the image", err)
 	}
 	j.graph = gr
+	if len(gr.manifests) == 0 {
+		if _, ok := deltaOf(e.src); !ok {
+			return e.sourceErr(j, "reading the image", fmt.Errorf("manifest %s: %w", root.Digest, layout.ErrLeftOut))
+		}
+		return nil // the root is left out of a delta archive: see checkDelta
+	}
 	j.root.MediaType = gr.manifests[len(gr.manifests)-1].desc.MediaType
 	refs, searched, err := e.findReferrers(ctx, j, gr)
 	if err != nil {

@@ -34,6 +34,10 @@ var (
 	// ErrNotFound is returned, wrapped, when an image, manifest or blob is
 	// not where it was looked for. It is containerd's errdefs.ErrNotFound.
 	ErrNotFound = errdefs.ErrNotFound
+	// ErrBaseMissing is returned for an image of a delta archive whose
+	// content left out of the delta (held by a base archive) is not in the
+	// target, nor mountable into it: the base is to be relocated first.
+	ErrBaseMissing = errors.New("left out of the delta archive and not in the target")
 	// ErrSource marks failures on the source side (registry or layout).
 	ErrSource = errors.New("source")
 	// ErrTarget marks failures on the target side (registry or layout).

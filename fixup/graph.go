@@ -3,6 +3,7 @@ package fixup
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/cnabio/cnab-relocate/internal/retry"
 	"github.com/cnabio/cnab-relocate/internal/verify"
+	"github.com/cnabio/cnab-relocate/layout"
 )
 
 // maxManifestSize bounds what is read into memory for a manifest or index;
@@ -35,6 +37,10 @@ type node struct {
 type graph struct {
 	manifests []node
 	blobs     []ocispec.Descriptor
+	// leftOut are the manifests a delta archive leaves out (see
+	// layout.ErrLeftOut): in the target already, they and their children
+	// are not walked. The root among them leaves manifests empty.
+	leftOut []ocispec.Descriptor
 }
 
 func (g *graph) size() (n int64) {
@@ -105,6 +111,10 @@ func walkRetries(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor
 			data, err = fetchManifest(ctx, f, desc)
 			return err
 		})
+		if errors.Is(err, layout.ErrLeftOut) {
+			g.leftOut = append(g.leftOut, ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size})
+			return nil
+		}
 		if err != nil {
 			return err
 		}

@@ -383,6 +383,25 @@ func (t registryTarget) referrerIndexes(ctx context.Context, j *job, refs []refe
 
 func (t registryTarget) finish(context.Context) error { return nil }
 
+// blobExister is the HEAD of a blob that *resolver.Resolver offers.
+type blobExister interface {
+	BlobExists(ctx context.Context, repo string, desc ocispec.Descriptor) (bool, error)
+}
+
+// hasBlob reports whether host/repo has blob desc: one HEAD through the
+// resolver's own request when it offers one, else containerd's resolve
+// of the digest (a HEAD of the manifest, then of the blob).
+func (t registryTarget) hasBlob(ctx context.Context, host, repo string, desc ocispec.Descriptor) (bool, error) {
+	if be, ok := t.r.(blobExister); ok {
+		return be.BlobExists(ctx, host+"/"+repo, desc)
+	}
+	_, got, err := t.r.Resolve(ctx, host+"/"+repo+"@"+desc.Digest.String())
+	if errdefs.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil && got.Digest == desc.Digest, err
+}
+
 // layoutTarget puts content into an OCI image layout. Each image's root is
 // named in index.json by its reference exactly as written (Image.Ref); a
 // tagged referrer by its repository and tag; a referrer found without a

@@ -194,6 +194,17 @@ func (r *Resolver) PushManifest(ctx context.Context, repo, ref, mediaType string
 	return nil
 }
 
+// BlobExists reports whether repo (a repository name such as
+// "registry.corp/team/app") has blob desc: one HEAD, with a pull token.
+func (r *Resolver) BlobExists(ctx context.Context, repo string, desc ocispec.Descriptor) (bool, error) {
+	named, err := r.named(repo)
+	if err != nil {
+		return false, err
+	}
+	ctx = docker.WithScope(ctx, "repository:"+reference.Path(named)+":pull")
+	return r.blobExists(ctx, named, desc)
+}
+
 // blobExists reports whether repo named has desc (HEAD).
 func (r *Resolver) blobExists(ctx context.Context, named reference.Named, desc ocispec.Descriptor) (bool, error) {
 	resp, err := r.send(ctx, named, http.MethodHead, "/blobs/"+desc.Digest.String(), nil, nil)
