@@ -245,7 +245,7 @@ func (e *engine) checkDelta(ctx context.Context, d *layout.Delta, jobs []*job) e
 				kept = append(kept, b)
 				continue
 			}
-			from, err := e.findBlob(ctx, bc, j, b, live)
+			from, err := e.findBlob(ctx, bc, j, b, jobs)
 			if err != nil {
 				e.failJob(j, e.targetErr(j, "checking the target for blob "+b.Digest.String(), err))
 				break
@@ -270,7 +270,7 @@ func (e *engine) checkDelta(ctx context.Context, d *layout.Delta, jobs []*job) e
 		}
 		for _, j := range live {
 			if lacks[j] == nil {
-				e.failJob(j, fmt.Errorf("%w: not relocated: %d images of the delta archive need content that the target lacks, and nothing is pushed until it is there", ErrBaseMissing, n))
+				e.failJob(j, fmt.Errorf("%w: not relocated: %s of the delta archive need content that the target lacks, and nothing is pushed until it is there", ErrBaseMissing, plural(n, "image")))
 			}
 		}
 		return nil
@@ -293,15 +293,15 @@ func (e *engine) checkDelta(ctx context.Context, d *layout.Delta, jobs []*job) e
 }
 
 // findBlob returns the repository of j's target registry that has blob b:
-// j's own, else that of another of live on the same registry; "" when
-// none has it.
-func (e *engine) findBlob(ctx context.Context, bc blobChecker, j *job, b ocispec.Descriptor, live []*job) (string, error) {
+// j's own, else that of another of jobs (found present or not) on the
+// same registry; "" when none has it.
+func (e *engine) findBlob(ctx context.Context, bc blobChecker, j *job, b ocispec.Descriptor, jobs []*job) (string, error) {
 	if bc == nil {
 		return "", nil
 	}
 	repos := []string{j.repo}
-	for _, o := range live {
-		if o.host == j.host && !slices.Contains(repos, o.repo) {
+	for _, o := range jobs {
+		if o.target != nil && o.host == j.host && !slices.Contains(repos, o.repo) {
 			repos = append(repos, o.repo)
 		}
 	}
