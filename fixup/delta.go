@@ -229,7 +229,7 @@ func (e *engine) checkDelta(ctx context.Context, d *layout.Delta, jobs []*job) e
 			lacks[j] = append(lacks[j], missing{desc: j.root, what: "manifest", base: baseOf(j.root.Digest)})
 			continue
 		}
-		for _, m := range j.graph.leftOut {
+		for _, m := range slices.Concat(j.graph.leftOut, j.leftOut) {
 			ok, err := e.dst.hasManifest(ctx, j, "", m)
 			if err != nil {
 				e.failJob(j, e.targetErr(j, "checking the target for manifest "+m.Digest.String(), err))

@@ -42,6 +42,10 @@ type job struct {
 	// target gets the root by digest only.
 	latest bool
 
+	// leftOut are manifests of its referrers that a delta archive leaves
+	// out (see checkDelta).
+	leftOut []ocispec.Descriptor
+
 	// refresh: the image is present, and only its referrers in refs
 	// (and their blobs in graph) are to be copied (Referrers.Refresh).
 	refresh bool
@@ -357,7 +361,11 @@ func (e *engine) findReferrers(ctx context.Context, j *job, g *graph) ([]referre
 		return nil, false, nil
 	}
 	fetch := func(d ocispec.Descriptor) (*graph, error) {
-		return walkRetries(ctx, j.fetch, d, e.policy, e.c.opts.IncludeNonDistributable)
+		g, err := walkRetries(ctx, j.fetch, d, e.policy, e.c.opts.IncludeNonDistributable)
+		if err == nil {
+			j.leftOut = append(j.leftOut, g.leftOut...) // see checkDelta
+		}
+		return g, err
 	}
 	refs, err := findReferrers(ctx, rs, j.img, fetch, g, opts)
 	if errors.Is(err, errNoReferrerListing) {

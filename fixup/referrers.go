@@ -350,6 +350,11 @@ func findReferrers(ctx context.Context, src ReferrerSource, img Image, fetch fun
 					}
 					continue
 				}
+				if len(rg.manifests) == 0 {
+					// Left out of a delta archive: in the target since its
+					// base was relocated (the engine checks it).
+					continue
+				}
 				top := rg.manifests[len(rg.manifests)-1]
 				r.Desc.MediaType = top.desc.MediaType
 				r.Desc.Size = top.desc.Size
