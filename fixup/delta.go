@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -23,14 +25,32 @@ import (
 // checks, before anything is pushed, that each is in the target where the
 // images need it.
 
-// bases reads the base archives at paths, each once as a stream (see
-// layout.ReadHoldings). A base that cannot be read is an input error
-// naming it.
-func bases(ctx context.Context, paths []string) ([]layout.Base, []*layout.Holdings, error) {
+// bases reads the bases at paths: each archive once as a stream (see
+// layout.ReadHoldings), each thin bundle (a bundle.json, not an archive)
+// by the manifests of its images in their registries, read where
+// opts.SourceMapping says they are when it is given (see thinBase). A base
+// that cannot be read is an input error naming it.
+func bases(ctx context.Context, paths []string, opts ExportOptions) ([]layout.Base, []*layout.Holdings, error) {
 	var out []layout.Base
 	var holds []*layout.Holdings
 	for _, p := range paths {
-		h, err := layout.ReadHoldings(ctx, p)
+		var h *layout.Holdings
+		thin := false
+		isArchive, err := layout.IsArchive(p)
+		switch {
+		case err != nil:
+			err = fmt.Errorf("%w %s: %w", layout.ErrInvalidArchive, p, err)
+		case isArchive:
+			h, err = layout.ReadHoldings(ctx, p)
+		default:
+			thin = true
+			if h, err = thinBase(ctx, p, opts); err != nil {
+				if errors.Is(err, ErrInvalidInput) {
+					return nil, nil, invalid(fmt.Errorf("base %s: %w", p, err))
+				}
+				return nil, nil, fmt.Errorf("base %s: %w", p, err)
+			}
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, nil, ctx.Err()
@@ -44,10 +64,47 @@ func bases(ctx context.Context, paths []string) ([]layout.Base, []*layout.Holdin
 		if err := json.Unmarshal(h.BundleJSON, &doc); err != nil {
 			return nil, nil, invalid(fmt.Errorf("base %s: %s: %w: %v", p, layout.BundleFile, ErrInvalidBundle, err))
 		}
-		out = append(out, layout.Base{Archive: filepath.Base(p), Bundle: doc.Name, Version: doc.Version, Digest: h.Digest, Size: h.Size})
+		out = append(out, layout.Base{Archive: filepath.Base(p), Bundle: doc.Name, Version: doc.Version, Digest: h.Digest, Size: h.Size, Thin: thin})
 		holds = append(holds, h)
 	}
 	return out, holds, nil
+}
+
+// thinBase is what the thin bundle at path holds: every blob and manifest
+// of its images (their referrers' too), found by fetching their manifests
+// from their registries (no blob is fetched), through opts.SourceMapping
+// when it is given, which must then map the base's images too. Its digest
+// and size are bundle.json's.
+func thinBase(ctx context.Context, path string, opts ExportOptions) (*layout.Holdings, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, invalid(fmt.Errorf("%w: %v", ErrInvalidBundle, unwrapPathErr(err)))
+	}
+	b, err := Parse(data)
+	if err != nil {
+		return nil, invalid(err)
+	}
+	co := opts.ClientOptions
+	co.OnEvent = nil // the base's images are not the export's
+	res, err := Export(ctx, b, ExportOptions{ClientOptions: co, SourceMapping: opts.SourceMapping, DryRun: true})
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	h := &layout.Holdings{Path: path, BundleJSON: data, Digest: digest.FromBytes(data), Size: int64(len(data)), Blobs: map[digest.Digest]int64{}}
+	for _, bl := range res.Blobs {
+		h.Blobs[bl.Digest] = bl.Size
+	}
+	return h, nil
+}
+
+// unwrapPathErr drops the path an *fs.PathError repeats.
+func unwrapPathErr(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
+	}
+	return err
 }
 
 // heldBy returns the index of the first of holds that holds d, or -1.

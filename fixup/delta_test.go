@@ -139,8 +139,10 @@ func TestExportDelta(t *testing.T) {
 	if err != nil || len(parts) < 2 {
 		t.Fatalf("split base: %d parts, %v", len(parts), err)
 	}
+	thin := filepath.Join(dir, "bundle-1.json")
+	os.WriteFile(thin, fx.bundleJSON, 0o644)
 	b2, raw2, fresh := fx.release2(t)
-	for _, tc := range []struct{ name, base string }{{"archive base", base}, {"split base", filepath.Join(dir, "split-1.tgz")}} {
+	for _, tc := range []struct{ name, base string }{{"archive base", base}, {"split base", filepath.Join(dir, "split-1.tgz")}, {"thin base", thin}} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(fx.proxy.Requests())
 			out := filepath.Join(t.TempDir(), "app-2-delta.tgz")
@@ -185,7 +187,7 @@ func TestExportDelta(t *testing.T) {
 			}
 			parts, _ := filepath.Glob(tc.base + "*")
 			slices.Sort(parts)
-			wantBase := layout.Base{Archive: filepath.Base(tc.base), Bundle: "app", Version: "1.0.0", Digest: fileDigest(t, parts...)}
+			wantBase := layout.Base{Archive: filepath.Base(tc.base), Bundle: "app", Version: "1.0.0", Digest: fileDigest(t, parts...), Thin: tc.base == thin}
 			for _, p := range parts {
 				st, _ := os.Stat(p)
 				wantBase.Size += st.Size()
@@ -273,13 +275,23 @@ func TestExportBadBase(t *testing.T) {
 	dir := t.TempDir()
 	notArchive := filepath.Join(dir, "notes.tgz")
 	os.WriteFile(notArchive, []byte("not an archive"), 0o644)
-	for _, p := range []string{filepath.Join(dir, "missing.tgz"), notArchive} {
+	// A thin base read through a source relocation mapping that does not
+	// map its images.
+	thin := filepath.Join(dir, "old-bundle.json")
+	os.WriteFile(thin, []byte(`{"schemaVersion":"v1.0.0","name":"app","version":"0.9.0","invocationImages":[{"imageType":"docker","image":"`+fx.proxy.Host+`/team/old:0.9"}]}`), 0o644)
+	for _, p := range []string{filepath.Join(dir, "missing.tgz"), notArchive, thin} {
 		opts := fx.options(t)
 		opts.Bases = []string{p}
+		if p == thin {
+			opts.SourceMapping = map[string]string{fx.appRef: fx.appRef, fx.mulRef: fx.mulRef}
+		}
 		out := filepath.Join(dir, "d.tgz")
 		err := ExportArchive(context.Background(), fx.bundle, fx.bundleJSON, out, opts)
 		if err == nil || !strings.Contains(err.Error(), "base "+p) || !errors.Is(err, ErrInvalidInput) {
 			t.Errorf("base %s: %v, want an input error naming it", p, err)
+		}
+		if p == thin && !errors.Is(err, ErrNotMapped) {
+			t.Errorf("thin base: %v, want ErrNotMapped", err)
 		}
 		if _, err := os.Stat(out); err == nil {
 			t.Errorf("base %s: an archive was written", p)

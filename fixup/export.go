@@ -31,9 +31,10 @@ type ExportOptions struct {
 	// split archive, in order, once all are in place.
 	OnPart func(layout.Part)
 	// Bases, when not empty, makes the export a delta: every blob and
-	// manifest one of these archives holds (thick bundle archives, split
-	// ones too, each read once as a stream: layout.ReadHoldings) is left
-	// out of the layout, which still names every image, and
+	// manifest one of these holds (thick bundle archives, split ones too,
+	// each read once as a stream: layout.ReadHoldings; or thin bundles,
+	// whose images are read in their registries, through SourceMapping
+	// when it is given, manifests only) is left out of the layout, which still names every image, and
 	// ExportArchive records them in layout.DeltaFile (ExportResult.Delta).
 	Bases []string
 	// DryRun makes Export fetch the manifests only (no blob is fetched or
@@ -97,7 +98,7 @@ func Export(ctx context.Context, b *Bundle, opts ExportOptions) (_ *ExportResult
 	if err != nil {
 		return nil, err
 	}
-	baseList, holds, err := bases(ctx, opts.Bases)
+	baseList, holds, err := bases(ctx, opts.Bases, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -49,6 +49,9 @@ type Base struct {
 	Digest digest.Digest `json:"sha256"`
 	// Size is the archive's size in bytes.
 	Size int64 `json:"size"`
+	// Thin is true for a thin bundle base: a bundle.json whose images were
+	// in a registry. Digest and Size are then bundle.json's.
+	Thin bool `json:"thin,omitempty"`
 }
 
 // LeftOut is a blob or manifest a delta leaves out.

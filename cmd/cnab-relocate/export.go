@@ -37,8 +37,10 @@ ARCHIVE.000' (or ARCHIVE) reads the parts in order, never joining them on disk.
 
 Shipping an update? --base OLD.tgz (again for each older release) makes a
 delta: every blob and manifest an archive OLD holds (any archive this tool
-reads, split ones too, each read once) is left out, and recorded with its
-size, the images that need it and OLD's sha256 in artifacts/base.json.
+reads, split ones too, each read once; or a thin bundle.json whose images
+are in a registry, read through --source-relocation-mapping when given) is
+left out, and recorded with its size, the images that need it and OLD's
+sha256 in artifacts/base.json.
 bundle.json is unchanged and the layout names every image. 'cnab-relocate
 fixup DELTA' inside checks that what is left out is in the target before
 it pushes anything: relocate OLD there first. --dry-run lists what would
@@ -85,7 +87,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.BoolVar(&foreign, "include-non-distributable", false, "carry non-distributable (foreign) layers in the archive too, from the source, never from their URLs")
 	fs.StringVar(&splitFlag, "split-size", "", "write the archive as parts ARCHIVE.000, ARCHIVE.001, ... of at most `SIZE` each (4GiB, 700MiB, 4.7GB, bytes)")
 	fs.StringVar(&format, "format", "text", "`FORMAT` of the report on stdout: text or json (--output names the archive)")
-	fs.StringArrayVar(&baseFiles, "base", nil, "leave out every blob and manifest the archive `OLD` holds (a delta); repeat for more bases")
+	fs.StringArrayVar(&baseFiles, "base", nil, "leave out every blob and manifest the archive (or thin bundle.json) `OLD` holds (a delta); repeat for more bases")
 	fs.BoolVar(&dry, "dry-run", false, "fetch the manifests only and list what the archive would hold and leave out, with sizes; write nothing")
 	fs.BoolVarP(&quiet, "quiet", "q", false, "print only errors")
 	refs.add(fs)
