@@ -77,3 +77,34 @@ func TestDeltaRecord(t *testing.T) {
 		}
 	}
 }
+
+// ReadHoldings reads a base in another tool's member order (porter's:
+// "./" names, the layout before bundle.json), gzipped or plain, for every
+// blob it holds, hashing the file's bytes.
+func TestReadHoldingsPorterOrder(t *testing.T) {
+	img := newOrderImage(t, "registry.example.com/team/app:1.0")
+	for _, gz := range []bool{true, false} {
+		data := makeTar(t, gz, img.porterOrder()...)
+		p := filepath.Join(t.TempDir(), "porter.tgz")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		h, err := ReadHoldings(context.Background(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Digest != digest.FromBytes(data) || h.Size != int64(len(data)) || string(h.BundleJSON) != testBundle {
+			t.Errorf("gzip %v: digest %s size %d, want %s %d", gz, h.Digest, h.Size, digest.FromBytes(data), len(data))
+		}
+		if len(h.Blobs) != img.blobs {
+			t.Errorf("gzip %v: %d blobs, want %d", gz, len(h.Blobs), img.blobs)
+		}
+		for name, body := range img.files {
+			if rest, ok := strings.CutPrefix(name, "blobs/sha256/"); ok {
+				if size, ok := h.Blobs[digest.NewDigestFromEncoded(digest.SHA256, rest)]; !ok || size != int64(len(body)) {
+					t.Errorf("gzip %v: blob %s: size %d, %v", gz, rest, size, ok)
+				}
+			}
+		}
+	}
+}
