@@ -43,6 +43,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
+	if err := checkPlatforms(opts.Platforms); err != nil {
+		return nil, err
+	}
 	c.resolver = opts.Resolver
 	if c.resolver == nil {
 		ro := opts.ResolverOptions
@@ -128,7 +131,7 @@ func (c *Client) Digest(ctx context.Context, ref string) (digest.Digest, error) 
 }
 
 // Copy copies the image src names, with its whole content graph (every
-// platform of an index) and its referrers as ClientOptions.Referrers says,
+// platform of an index, or those ClientOptions.Platforms selects) and its referrers as ClientOptions.Referrers says,
 // to dst, digests preserved, and returns the root's descriptor. Blobs
 // already in dst's repository are not sent again; when src and dst share
 // a registry, blobs are mounted instead of uploaded. dst gets src's root

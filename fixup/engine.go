@@ -49,6 +49,8 @@ type job struct {
 	// refresh: the image is present, and only its referrers in refs
 	// (and their blobs in graph) are to be copied (Referrers.Refresh).
 	refresh bool
+	// platforms narrows the graph to ClientOptions.Platforms (nil: all).
+	platforms *platformFilter
 
 	mu  sync.Mutex
 	res ImageResult
@@ -130,6 +132,7 @@ func (j *job) result(dst target, wrap string) ImageResult {
 	}
 	r.Digest = j.root.Digest
 	r.MediaType = j.root.MediaType
+	r.Platforms, r.PlatformsLeft = j.platforms.result()
 	if err := j.failedErr(); err != nil {
 		r.Err = fmt.Errorf("%s %s: %w", wrap, j.img.Ref, err)
 	}
@@ -146,6 +149,9 @@ type engine struct {
 	policy  retry.Policy
 
 	evMu sync.Mutex
+	// refused holds, by target host, the error of the first sparse index
+	// that registry refused: the other images' are not tried.
+	refused sync.Map
 }
 
 func (c *Client) engine(src Source, dst target, m *relocator.Mapping) *engine {
@@ -315,9 +321,17 @@ func (e *engine) plan(ctx context.Context, j *job) error {
 		return e.sourceErr(j, "fetching", err)
 	}
 	j.fetch = f
-	gr, err := walkRetries(ctx, f, root, e.policy, e.c.opts.IncludeNonDistributable)
+	var succ successorsFunc
+	if len(e.c.opts.Platforms) > 0 {
+		j.platforms = newPlatformFilter(e.c.opts.Platforms)
+		succ = j.platforms.wrap(successors)
+	}
+	gr, err := walkRetries(ctx, f, root, e.policy, e.c.opts.IncludeNonDistributable, succ)
 	if err != nil {
 		return e.sourceErr(j, "reading the image", err)
+	}
+	if err := e.refusedSparse(j, gr); err != nil {
+		return err
 	}
 	j.graph = gr
 	if len(gr.manifests) == 0 {
@@ -361,7 +375,7 @@ func (e *engine) findReferrers(ctx context.Context, j *job, g *graph) ([]referre
 		return nil, false, nil
 	}
 	fetch := func(d ocispec.Descriptor) (*graph, error) {
-		g, err := walkRetries(ctx, j.fetch, d, e.policy, e.c.opts.IncludeNonDistributable)
+		g, err := walkRetries(ctx, j.fetch, d, e.policy, e.c.opts.IncludeNonDistributable, nil)
 		if err == nil {
 			j.leftOut = append(j.leftOut, g.leftOut...) // see checkDelta
 		}
@@ -815,7 +829,7 @@ func (e *engine) putManifest(ctx context.Context, j *job, n node, tag string, ro
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return e.targetErr(j, "pushing "+what, e.foreignErr(n, err))
+		return e.targetErr(j, "pushing "+what, e.sparseErr(j, n, e.foreignErr(n, err)))
 	}
 	if pushed {
 		e.emit(Event{Kind: ManifestPushed, Image: j.img.Ref, Target: e.dst.display(j), Digest: n.desc.Digest, Size: n.desc.Size})

@@ -64,6 +64,13 @@ var (
 	// ErrUnsupportedResolver is returned by NewClient for a resolver the
 	// engine cannot push with.
 	ErrUnsupportedResolver = errors.New("unsupported resolver")
+	// ErrNoPlatform is returned for an index none of whose manifests is
+	// for a platform ClientOptions.Platforms selects.
+	ErrNoPlatform = errors.New("no matching platform")
+	// ErrSparseIndex is matched by a target registry's refusal of a sparse
+	// index: an index pushed as it is while some of its manifests (the
+	// platforms not selected) are absent.
+	ErrSparseIndex = errors.New("sparse index refused")
 )
 
 // RegistryError is a failure at a registry, or on the way to it. Host is

@@ -82,14 +82,18 @@ func nonDistributable(d ocispec.Descriptor) bool {
 // fetch fails transiently (a connection reset in the middle of its body)
 // is fetched again, at most DefaultRetries times.
 func walk(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor) (*graph, error) {
-	return walkRetries(ctx, f, root, retry.Policy{Retries: DefaultRetries}, false)
+	return walkRetries(ctx, f, root, retry.Policy{Retries: DefaultRetries}, false, nil)
 }
 
 // walkRetries is walk with the retries of p.
 // With withForeign, non-distributable layers are blobs to copy like the
 // others (fetched by digest, never from their URLs); else they are left
-// out, and noted on their manifest's node.
-func walkRetries(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor, p retry.Policy, withForeign bool) (*graph, error) {
+// out, and noted on their manifest's node. succ gives each manifest's
+// children (nil: successors; a platformFilter narrows it).
+func walkRetries(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor, p retry.Policy, withForeign bool, succ successorsFunc) (*graph, error) {
+	if succ == nil {
+		succ = successors
+	}
 	g := &graph{}
 	seenManifest := map[digest.Digest]bool{}
 	seenBlob := map[digest.Digest]bool{}
@@ -122,7 +126,7 @@ func walkRetries(ctx context.Context, f remotes.Fetcher, root ocispec.Descriptor
 			desc.MediaType = sniffMediaType(data, desc.MediaType)
 		}
 		var foreign []ocispec.Descriptor
-		children, err := successors(desc, data)
+		children, err := succ(desc, data)
 		if err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"github.com/cnabio/cnab-to-oci/relocation"
 	"github.com/containerd/containerd/remotes"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/cnabio/cnab-relocate/internal/retry"
 	"github.com/cnabio/cnab-relocate/relocator"
@@ -55,6 +56,15 @@ type ClientOptions struct {
 	// By default they are left out, and a target that wants them refuses
 	// the manifest (ErrNonDistributable).
 	IncludeNonDistributable bool
+	// Platforms, when not empty, selects what of each index (manifest
+	// list) travels: the manifests for these platforms, matched as
+	// containerd's platforms package matches them (linux/arm64 matches
+	// linux/arm64/v8), with their referrers; the index itself is pushed
+	// byte for byte, so its digest stays (a sparse index: its other
+	// manifests are absent). A single-platform image travels whole,
+	// whatever its platform. An index without a matching manifest fails
+	// its image (ErrNoPlatform). Empty means every platform.
+	Platforms []ocispec.Platform
 	// OnEvent receives progress events. Calls are serialised; the function
 	// must not block for long. Nil means no events.
 	OnEvent func(Event)
@@ -137,6 +147,13 @@ type ImageResult struct {
 	// referrers (a resolver other than resolver.Resolver): then Referrers
 	// is empty because nobody looked, not because there are none.
 	ReferrersSearched bool `json:"referrersSearched"`
+	// Platforms are the platforms of the image's indexes that were copied,
+	// and PlatformsLeft those left at the source, when
+	// ClientOptions.Platforms selects some (os/arch[/variant], in index
+	// order); both are empty for a single-platform image and without a
+	// selection.
+	Platforms     []string `json:"platforms,omitempty"`
+	PlatformsLeft []string `json:"platformsLeft,omitempty"`
 	// Duration is how long the image took, from the start of its planning
 	// until it was done, found present, or failed.
 	Duration time.Duration `json:"-"`

@@ -78,6 +78,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		dry        bool
 		reg        registryFlags
 		refs       referrerFlags
+		plat       platformFlags
 	)
 	fs := pflag.NewFlagSet("export", pflag.ContinueOnError)
 	fs.StringVar(&out, "output", "", "write the thick bundle archive to `FILE`: .tgz or .tar.gz (gzip), .tar (plain tar)")
@@ -91,6 +92,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.BoolVar(&dry, "dry-run", false, "fetch the manifests only and list what the archive would hold and leave out, with sizes; write nothing")
 	fs.BoolVarP(&quiet, "quiet", "q", false, "print only errors")
 	refs.add(fs)
+	plat.add(fs)
 	reg.add(fs)
 	if done, code := parse(fs, args, stdout, stderr, exportHelp); done {
 		return code
@@ -130,9 +132,14 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err := checkOutputs(append(inputFiles(path, sourceMap), baseFiles...), outputs...); err != nil {
 		return failure(stderr, "export", err)
 	}
+	ps, err := plat.parse()
+	if err != nil {
+		return usageError(stderr, "export", "%v", err)
+	}
 	rep := newReporter(stderr, quiet, "the archive "+out)
 	opts := reg.client(jobs, refs.options(), rep.event)
 	opts.IncludeNonDistributable = foreign
+	opts.Platforms = ps
 	in, err := loadInput(ctx, path, sourceMap, func() (*fixup.Client, error) { return fixup.NewClient(opts) })
 	if err != nil {
 		rep.wait()

@@ -90,6 +90,7 @@ type fixupFlags struct {
 	quiet        bool
 	registry     registryFlags
 	referrers    referrerFlags
+	platforms    platformFlags
 }
 
 func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -110,6 +111,7 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print only errors")
 	f.referrers.add(fs)
 	fs.BoolVar(&f.referrers.refresh, "refresh-referrers", false, "for images already in the target, copy the referrers the source has and the target lacks (signatures, SBOMs added since)")
+	f.platforms.add(fs)
 	f.registry.add(fs)
 	if done, code := parse(fs, args, stdout, stderr, fixupHelp); done {
 		return code
@@ -122,6 +124,10 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return usageError(stderr, "fixup", "--output %q: want text or json", f.output)
 	}
 	kind, err := relocator.ParseKind(f.mapping)
+	if err != nil {
+		return usageError(stderr, "fixup", "%v", err)
+	}
+	ps, err := f.platforms.parse()
 	if err != nil {
 		return usageError(stderr, "fixup", "%v", err)
 	}
@@ -156,6 +162,7 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	rep := newReporter(stderr, f.quiet, "")
 	opts := f.registry.client(f.jobs, f.referrers.options(), rep.event)
 	opts.IncludeNonDistributable = f.foreign
+	opts.Platforms = ps
 	client := func() (*fixup.Client, error) { return fixup.NewClient(opts) }
 	in, err := loadInput(ctx, path, f.sourceMap, client)
 	if err != nil {
@@ -253,6 +260,8 @@ func dryRun(b *fixup.Bundle, m *relocator.Mapping, f fixupFlags, stdout, stderr 
 			Source string `json:"source"`
 			Target string `json:"target"`
 			Field  string `json:"field"`
+			// Platforms go, of each index, with --platform; the others stay.
+			Platforms []string `json:"platforms,omitempty"`
 		}
 		type skipped struct {
 			Image     string `json:"image"`
@@ -266,7 +275,7 @@ func dryRun(b *fixup.Bundle, m *relocator.Mapping, f fixupFlags, stdout, stderr 
 			RelocationMapping string    `json:"relocationMapping,omitempty"`
 		}{DryRun: true, Images: []entry{}, Skipped: []skipped{}, RelocationMapping: f.mappingFile}
 		for _, e := range plan.Entries {
-			out.Images = append(out.Images, entry{e.Image.Ref, e.TargetString(m), e.Image.Field})
+			out.Images = append(out.Images, entry{e.Image.Ref, e.TargetString(m), e.Image.Field, f.platforms.platforms})
 		}
 		for _, s := range plan.Skipped {
 			out.Skipped = append(out.Skipped, skipped{s.Ref, s.Field, s.ImageType})
@@ -280,6 +289,9 @@ func dryRun(b *fixup.Bundle, m *relocator.Mapping, f fixupFlags, stdout, stderr 
 	fmt.Fprintf(stdout, "Plan for %s (%s mapping, dry run: no registry contacted)\n", b.Path(), m.Kind())
 	for _, e := range plan.Entries {
 		fmt.Fprintf(stdout, "  %s -> %s\n", e.Image.Ref, e.TargetString(m))
+		if len(f.platforms.platforms) > 0 {
+			fmt.Fprintf(stdout, "    platforms: %s go, every other stays; a single-platform image goes whole (which platforms an index has is read when copying)\n", strings.Join(f.platforms.platforms, ", "))
+		}
 	}
 	if len(plan.Skipped) > 0 {
 		fmt.Fprintln(stdout, "Left alone (imageType is neither docker nor oci):")
@@ -303,6 +315,12 @@ func summary(w io.Writer, r *fixup.Result, f fixupFlags, d time.Duration) {
 	}
 	fmt.Fprintf(w, "Relocated %d image(s) in %.1fs (%d already in place): %s copied, %s mounted, %s already present\n",
 		len(r.Images), d.Seconds(), present, human(t.BytesCopied), human(t.BytesMounted), human(t.BytesSkipped))
+	for _, i := range r.Images {
+		if len(i.PlatformsLeft) > 0 {
+			fmt.Fprintf(w, "Platforms of %s: %s copied; %s left at the source (index %s kept as it is)\n",
+				i.Source, strings.Join(i.Platforms, ", "), strings.Join(i.PlatformsLeft, ", "), i.Digest)
+		}
+	}
 	for _, s := range r.Skipped {
 		fmt.Fprintf(w, "Left alone: %s (%s, imageType %q)\n", s.Ref, s.Field, s.ImageType)
 	}
@@ -335,7 +353,11 @@ type reportImage struct {
 	ReferrersSearched bool `json:"referrersSearched"`
 	// Referrers are the signatures, SBOMs and attestations copied with it.
 	Referrers []fixup.ReferrerResult `json:"referrers"`
-	Error     string                 `json:"error,omitempty"`
+	// Platforms were copied and PlatformsLeft left at the source, with
+	// --platform (empty for a single-platform image).
+	Platforms     []string `json:"platforms,omitempty"`
+	PlatformsLeft []string `json:"platformsLeft,omitempty"`
+	Error         string   `json:"error,omitempty"`
 }
 
 type reportTotals struct {
@@ -378,6 +400,7 @@ func newReport(r *fixup.Result, f fixupFlags, d time.Duration) report {
 			Source: i.Source, Target: i.Target, Digest: i.Digest.String(), MediaType: i.MediaType,
 			BytesCopied: i.BytesCopied, BytesMounted: i.BytesMounted, BytesSkipped: i.BytesSkipped,
 			Seconds: i.Duration.Seconds(), Present: i.Present, ReferrersSearched: i.ReferrersSearched, Referrers: i.Referrers,
+			Platforms: i.Platforms, PlatformsLeft: i.PlatformsLeft,
 		}
 		if ri.Referrers == nil {
 			ri.Referrers = []fixup.ReferrerResult{}

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
+	"github.com/containerd/platforms"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/pflag"
 
 	"github.com/cnabio/cnab-relocate/fixup"
@@ -75,4 +79,27 @@ func (r *referrerFlags) add(fs *pflag.FlagSet) {
 
 func (r *referrerFlags) options() fixup.ReferrerOptions {
 	return fixup.ReferrerOptions{Disabled: r.off, Types: r.types, BestEffort: r.bestEffort, Refresh: r.refresh}
+}
+
+// platformFlags select the platforms of each index that travel.
+type platformFlags struct {
+	platforms []string
+}
+
+func (p *platformFlags) add(fs *pflag.FlagSet) {
+	fs.StringSliceVar(&p.platforms, "platform", nil, "copy only this `OS/ARCH[/VARIANT]` of each index, which is kept byte for byte (repeatable, or comma-separated; default all platforms)")
+}
+
+// parse returns the platforms given, or an error naming the one that is
+// not os/arch[/variant].
+func (p *platformFlags) parse() ([]ocispec.Platform, error) {
+	var out []ocispec.Platform
+	for _, s := range p.platforms {
+		pl, err := platforms.Parse(s)
+		if err != nil || strings.Count(s, "/") == 0 {
+			return nil, fmt.Errorf("--platform %q: want OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm64/v8", s)
+		}
+		out = append(out, pl)
+	}
+	return out, nil
 }

@@ -39,6 +39,8 @@ func hints(err error) []string {
 func hint(re *fixup.RegistryError) string {
 	host := re.Host
 	switch {
+	case errors.Is(re, fixup.ErrSparseIndex):
+		return "the registry " + host + " refuses an index whose other platforms are absent: --platform-index rewrite gives a new index of the platforms copied instead (a new digest), or drop --platform to copy every platform, or let the registry take sparse indexes (distribution v3: validation.manifests.indexes.platforms: list or none)"
 	case errors.Is(re, fixup.ErrNonDistributable):
 		return "the image has non-distributable (foreign) layers: copy them with --include-non-distributable, into a target that accepts layer URLs (distribution: validation.manifests.urls.allow)"
 	case errors.Is(re, fixup.ErrPlainHTTP):

@@ -85,6 +85,11 @@ type Options struct {
 	// non-distributable layers): distribution's validation.manifests.urls.allow.
 	// Default: refused, as distribution does.
 	AllowLayerURLs bool
+	// SparseIndexes accepts an index whose manifests are not all in the
+	// repository (distribution v3's validation.manifests.indexes.platforms:
+	// none). Distribution 2.8 has no such setting: Start fails with it.
+	// Default: refused, as distribution does.
+	SparseIndexes bool
 }
 
 // Registry is a running distribution registry process. Its fields are set once it is ready and
@@ -152,6 +157,9 @@ func StartProcess(ctx context.Context, opts Options) (*Registry, error) {
 	}
 	if opts.Impl == GGCR && (opts.TLS || len(opts.Htpasswd) > 0 || opts.AllowLayerURLs) {
 		return nil, fmt.Errorf("registrytest: %s serves plain HTTP without auth or options", opts.Impl)
+	}
+	if opts.SparseIndexes && opts.Impl != Distribution3 {
+		return nil, fmt.Errorf("registrytest: %s has no setting for sparse indexes (distribution v3 has)", opts.Impl)
 	}
 	timeout := opts.StartTimeout
 	if timeout <= 0 {
@@ -329,8 +337,14 @@ http:
 		fmt.Fprintf(&b, "auth:\n  token:\n    realm: %s\n    service: %s\n    issuer: %s\n    rootcertbundle: %s\n",
 			q(r.Tokens.URL), q(tokenService), q(tokenIssuer), q(r.tokenCert))
 	}
+	if opts.AllowLayerURLs || opts.SparseIndexes {
+		b.WriteString("validation:\n  manifests:\n")
+	}
 	if opts.AllowLayerURLs {
-		b.WriteString("validation:\n  manifests:\n    urls:\n      allow:\n        - ^https?://\n")
+		b.WriteString("    urls:\n      allow:\n        - ^https?://\n")
+	}
+	if opts.SparseIndexes {
+		b.WriteString("    indexes:\n      platforms: none\n")
 	}
 	return b.String()
 }

@@ -1,0 +1,312 @@
+package e2e
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/cnabio/cnab-relocate/internal/registrytest"
+)
+
+// platformImages are the images of the --platform tests, in a source
+// registry: an OCI index (linux/amd64, linux/arm64/v8, linux/s390x), a
+// Docker manifest list (linux/amd64, linux/arm/v7) and a single-platform
+// linux/s390x image, which travels whole whatever --platform says.
+type platformImages struct {
+	index, list, solo registrytest.Image
+	bundle            string // bundle.json naming the three
+}
+
+func pushPlatformImages(t *testing.T, src *registrytest.Registry) platformImages {
+	t.Helper()
+	ctx := context.Background()
+	c := src.Client()
+	var p platformImages
+	var err error
+	if p.index, err = c.PushImage(ctx, registrytest.ImageSpec{Repo: "vendor/app", Tag: "1.0", OCI: true, Seed: 1, Layers: []int{32 << 10},
+		Platforms: []string{"linux/amd64", "linux/arm64/v8", "linux/s390x"}}); err != nil {
+		t.Fatal(err)
+	}
+	if p.list, err = c.PushImage(ctx, registrytest.ImageSpec{Repo: "vendor/db", Tag: "2.0", Seed: 2, Layers: []int{16 << 10},
+		Platforms: []string{"linux/amd64", "linux/arm/v7"}}); err != nil {
+		t.Fatal(err)
+	}
+	if p.solo, err = c.PushImage(ctx, registrytest.ImageSpec{Repo: "vendor/tool", Tag: "3.0", Seed: 3, Layers: []int{8 << 10},
+		Platforms: []string{"linux/s390x"}}); err != nil {
+		t.Fatal(err)
+	}
+	p.bundle = filepath.Join(t.TempDir(), "bundle.json")
+	writeJSON(t, p.bundle, map[string]any{
+		"schemaVersion": "v1.2.0", "name": "platforms", "version": "1.0.0",
+		"invocationImages": []any{map[string]any{"image": p.index.Ref(src.Host), "imageType": "oci", "contentDigest": p.index.Root.Digest.String()}},
+		"images": map[string]any{
+			"db":   map[string]any{"image": p.list.Ref(src.Host), "imageType": "docker"},
+			"tool": map[string]any{"image": p.solo.Ref(src.Host), "imageType": "docker"},
+		},
+	})
+	return p
+}
+
+// blobsOf returns the config and layers of manifest m of img at src.
+func blobsOf(t *testing.T, src *registrytest.Registry, img registrytest.Image, m ocispec.Descriptor) []digest.Digest {
+	t.Helper()
+	data, _, err := src.Client().GetManifest(context.Background(), img.Repo, m.Digest.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var man ocispec.Manifest
+	if err := json.Unmarshal(data, &man); err != nil {
+		t.Fatal(err)
+	}
+	out := []digest.Digest{man.Config.Digest}
+	for _, l := range man.Layers {
+		out = append(out, l.Digest)
+	}
+	return out
+}
+
+// fixupPlatform relocates the bundle with the prefix mapping (target
+// repositories team/vendor/...) and the extra flags, JSON report on stdout.
+func fixupPlatform(t *testing.T, p platformImages, dst *registrytest.Registry, out string, extra ...string) result {
+	args := append([]string{"fixup", p.bundle, "--mapping", "prefix", "--repository-prefix", dst.Host + "/team",
+		"--relocation-mapping", filepath.Join(out, "map.json"), "--output-bundle", filepath.Join(out, "bundle.json"), "-o", "json"}, extra...)
+	return cli(t, nil, args...)
+}
+
+// TestPlatformSparseKept: into distribution v3 configured for sparse
+// indexes, --platform linux/arm64 --platform linux/arm/v7 copies the
+// arm64/v8 manifest of the OCI index (linux/arm64 matches linux/arm64/v8,
+// as containerd matches it) and the arm/v7 one of the Docker manifest list,
+// with their blobs, and not the others; each index is pushed as it is, so
+// its tag, the mapping and the bundle's contentDigest keep their digests;
+// the single-platform s390x image travels whole; the report says which
+// platforms went and which stayed.
+func TestPlatformSparseKept(t *testing.T) {
+	src := registrytest.Start(t, registrytest.Options{})
+	dst := registrytest.Start(t, registrytest.Options{Impl: registrytest.Distribution3, SparseIndexes: true})
+	p := pushPlatformImages(t, src)
+	out := t.TempDir()
+	r := fixupPlatform(t, p, dst, out, "--platform", "linux/arm64", "--platform", "linux/arm/v7")
+	if r.code != 0 {
+		t.Fatalf("exit %d, want 0", r.code)
+	}
+	ctx := context.Background()
+	dc := dst.Client()
+	for _, tc := range []struct {
+		img  registrytest.Image
+		keep []int // positions of the manifests that travel
+	}{
+		{p.index, []int{1}},
+		{p.list, []int{1}},
+		{p.solo, []int{0}},
+	} {
+		repo := "team/" + tc.img.Repo
+		got, err := dc.HeadManifest(ctx, repo, tc.img.Tag)
+		if err != nil {
+			t.Fatalf("%s:%s in the target: %v", repo, tc.img.Tag, err)
+		}
+		if got.Digest != tc.img.Root.Digest {
+			t.Errorf("%s:%s is %s in the target, want the source's %s (the index byte for byte)", repo, tc.img.Tag, got.Digest, tc.img.Root.Digest)
+		}
+		for i, m := range tc.img.Manifests {
+			want := slices.Contains(tc.keep, i)
+			_, err := dc.HeadManifest(ctx, repo, m.Digest.String())
+			if have := err == nil; have != want {
+				t.Errorf("%s: manifest %d (%v) in the target: %v, want %v (err %v)", repo, i, m.Platform, have, want, err)
+			}
+			for _, b := range blobsOf(t, src, tc.img, m) {
+				have, err := dc.BlobExists(ctx, repo, b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if have != want {
+					t.Errorf("%s: blob %s of manifest %d (%v) in the target: %v, want %v", repo, b, i, m.Platform, have, want)
+				}
+			}
+		}
+	}
+	var rep struct {
+		Images []struct {
+			Source, Digest           string
+			Platforms, PlatformsLeft []string
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	want := map[string][2][]string{
+		p.index.Ref(src.Host): {{"linux/arm64/v8"}, {"linux/amd64", "linux/s390x"}},
+		p.list.Ref(src.Host):  {{"linux/arm/v7"}, {"linux/amd64"}},
+		p.solo.Ref(src.Host):  {nil, nil},
+	}
+	for _, i := range rep.Images {
+		w := want[i.Source]
+		if !slices.Equal(i.Platforms, w[0]) || !slices.Equal(i.PlatformsLeft, w[1]) {
+			t.Errorf("report for %s: platforms %v, left %v; want %v, %v", i.Source, i.Platforms, i.PlatformsLeft, w[0], w[1])
+		}
+	}
+	var mapping map[string]string
+	readJSON(t, filepath.Join(out, "map.json"), &mapping)
+	if got, want := mapping[p.index.Ref(src.Host)], dst.Host+"/team/vendor/app:1.0"; got != want {
+		t.Errorf("mapping: %q, want %q", got, want)
+	}
+	var b struct {
+		InvocationImages []struct{ Image, ContentDigest string }
+		Images           map[string]struct{ Image, ContentDigest string }
+	}
+	readJSON(t, filepath.Join(out, "bundle.json"), &b)
+	if got := b.InvocationImages[0].ContentDigest; got != p.index.Root.Digest.String() {
+		t.Errorf("rewritten bundle's contentDigest %s, want the index's %s", got, p.index.Root.Digest)
+	}
+	if got := b.Images["db"].ContentDigest; got != p.list.Root.Digest.String() {
+		t.Errorf("rewritten bundle's db contentDigest %s, want the list's %s", got, p.list.Root.Digest)
+	}
+
+	// A rerun finds everything in place.
+	r = fixupPlatform(t, p, dst, t.TempDir(), "--platform", "linux/arm64,linux/arm/v7")
+	if r.code != 0 || !strings.Contains(r.stdout, `"present": true`) {
+		t.Errorf("rerun: exit %d, want 0 with every image present", r.code)
+	}
+}
+
+// TestPlatformSparseRefused: distribution 2.8 refuses a sparse index, and
+// so does go-containerregistry's registry ("Sub-manifest not found"):
+// exit 1 naming the image and the registry and the way out, no tag pushed
+// for the index, nothing written. Without --platform both take the images.
+func TestPlatformSparseRefused(t *testing.T) {
+	src := registrytest.Start(t, registrytest.Options{})
+	p := pushPlatformImages(t, src)
+	for _, impl := range []registrytest.Impl{registrytest.Distribution28, registrytest.GGCR} {
+		t.Run(impl.String(), func(t *testing.T) {
+			dst := registrytest.Start(t, registrytest.Options{Impl: impl})
+			out := t.TempDir()
+			r := fixupPlatform(t, p, dst, out, "--platform", "linux/amd64")
+			if r.code != 1 {
+				t.Fatalf("exit %d, want 1", r.code)
+			}
+			for _, want := range []string{p.index.Ref(src.Host), dst.Host, "sparse index", "--platform-index rewrite", "linux/arm64/v8, linux/s390x"} {
+				if !strings.Contains(r.stderr, want) {
+					t.Errorf("the error does not say %q", want)
+				}
+			}
+			if got := dirEntries(t, out); len(got) != 0 {
+				t.Errorf("written after the failure: %v", got)
+			}
+			ctx := context.Background()
+			for _, img := range []registrytest.Image{p.index, p.list} {
+				if _, err := dst.Client().HeadManifest(ctx, "team/"+img.Repo, img.Tag); err == nil {
+					t.Errorf("team/%s:%s is in the target: a refused index is under its tag", img.Repo, img.Tag)
+				}
+			}
+			// The image without an index is not the problem.
+			if _, err := dst.Client().HeadManifest(ctx, "team/"+p.solo.Repo, p.solo.Tag); err != nil {
+				t.Errorf("the single-platform image is not in the target: %v", err)
+			}
+		})
+	}
+}
+
+// TestPlatformNoMatch: an index without a manifest for the platforms asked
+// for fails its image, exit 1, naming it and the platforms it has; a bad
+// --platform is a usage error, exit 2.
+func TestPlatformNoMatch(t *testing.T) {
+	src := registrytest.Start(t, registrytest.Options{})
+	dst := registrytest.Start(t, registrytest.Options{Impl: registrytest.Distribution3, SparseIndexes: true})
+	p := pushPlatformImages(t, src)
+	out := t.TempDir()
+	r := fixupPlatform(t, p, dst, out, "--platform", "linux/arm64")
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1 (the manifest list has no linux/arm64)", r.code)
+	}
+	for _, want := range []string{p.list.Ref(src.Host), "no manifest for linux/arm64", "it has linux/amd64, linux/arm/v7"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("the error does not say %q", want)
+		}
+	}
+	if got := dirEntries(t, out); len(got) != 0 {
+		t.Errorf("written after the failure: %v", got)
+	}
+	r = fixupPlatform(t, p, dst, out, "--platform", "arm64")
+	if r.code != 2 || !strings.Contains(r.stderr, `--platform "arm64"`) {
+		t.Errorf("--platform arm64: exit %d, want 2 naming it", r.code)
+	}
+}
+
+// TestPlatformExport: export --platform writes only the matching content
+// into the archive's layout, each index as it is (a sparse index), and
+// bundle.json byte for byte.
+func TestPlatformExport(t *testing.T) {
+	src := registrytest.Start(t, registrytest.Options{})
+	p := pushPlatformImages(t, src)
+	archive := filepath.Join(t.TempDir(), "app.tgz")
+	r := cli(t, nil, "export", p.bundle, "--output", archive, "--platform", "linux/amd64")
+	if r.code != 0 {
+		t.Fatalf("exit %d", r.code)
+	}
+	members := archiveMembers(t, archive)
+	want, _ := os.ReadFile(p.bundle)
+	if string(members["bundle.json"]) != string(want) {
+		t.Error("bundle.json in the archive is not the bundle byte for byte")
+	}
+	for _, tc := range []struct {
+		img  registrytest.Image
+		keep []int
+	}{{p.index, []int{0}}, {p.list, []int{0}}, {p.solo, []int{0}}} {
+		if _, ok := members[layoutBlob(tc.img.Root.Digest)]; !ok {
+			t.Errorf("%s: the index %s is not in the archive", tc.img.Repo, tc.img.Root.Digest)
+		}
+		for i, m := range tc.img.Manifests {
+			w := slices.Contains(tc.keep, i)
+			for _, d := range append([]digest.Digest{m.Digest}, blobsOf(t, src, tc.img, m)...) {
+				if _, have := members[layoutBlob(d)]; have != w {
+					t.Errorf("%s: %s of manifest %d (%v) in the archive: %v, want %v", tc.img.Repo, d, i, m.Platform, have, w)
+				}
+			}
+		}
+	}
+}
+
+func layoutBlob(d digest.Digest) string {
+	return "artifacts/layout/blobs/" + d.Algorithm().String() + "/" + d.Encoded()
+}
+
+// archiveMembers reads a gzipped tar: member name -> content.
+func archiveMembers(t *testing.T, path string) map[string][]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	out := map[string][]byte{}
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[strings.TrimPrefix(h.Name, "./")] = data
+	}
+}
