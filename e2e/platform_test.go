@@ -275,6 +275,17 @@ func TestPlatformExport(t *testing.T) {
 			}
 		}
 	}
+
+	// The sparse archive is relocated as it is, with or without --platform.
+	dst := registrytest.Start(t, registrytest.Options{Impl: registrytest.Distribution3, SparseIndexes: true})
+	for _, extra := range [][]string{{"--platform", "linux/amd64"}, nil} {
+		out := t.TempDir()
+		args := append([]string{"fixup", archive, "--mapping", "prefix", "--repository-prefix", dst.Host + "/t" + strings.Join(extra, ""),
+			"--relocation-mapping", filepath.Join(out, "map.json")}, extra...)
+		if r := cli(t, nil, args...); r.code != 0 {
+			t.Errorf("fixup of the sparse archive %v: exit %d, want 0", extra, r.code)
+		}
+	}
 }
 
 func layoutBlob(d digest.Digest) string {

@@ -322,8 +322,12 @@ func (e *engine) plan(ctx context.Context, j *job) error {
 	}
 	j.fetch = f
 	var succ successorsFunc
-	if len(e.c.opts.Platforms) > 0 {
+	if host, _ := e.src.Location(j.img); len(e.c.opts.Platforms) > 0 || host == "" {
 		j.platforms = newPlatformFilter(e.c.opts.Platforms)
+		if host == "" {
+			// A layout (an archive) may hold a sparse index.
+			j.platforms.absent = absentFrom(ctx, f)
+		}
 		succ = j.platforms.wrap(successors)
 	}
 	gr, err := walkRetries(ctx, f, root, e.policy, e.c.opts.IncludeNonDistributable, succ)

@@ -1,7 +1,11 @@
 package fixup
 
 import (
+	"context"
+
 	"fmt"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/remotes"
 	"slices"
 	"strings"
 	"sync"
@@ -35,6 +39,9 @@ type successorsFunc func(desc ocispec.Descriptor, data []byte) ([]ocispec.Descri
 type platformFilter struct {
 	match platforms.Matcher
 	want  []ocispec.Platform
+	// absent, when not nil, reports a manifest the source does not have:
+	// an index of a sparse archive travels with the manifests it has.
+	absent func(ocispec.Descriptor) bool
 
 	mu     sync.Mutex
 	kept   []string // platforms copied, formatted, each once, in index order
@@ -43,7 +50,11 @@ type platformFilter struct {
 }
 
 func newPlatformFilter(want []ocispec.Platform) *platformFilter {
-	return &platformFilter{match: platforms.Any(want...), want: want, sparse: map[digest.Digest]int{}}
+	m := platforms.All
+	if len(want) > 0 {
+		m = platforms.Any(want...)
+	}
+	return &platformFilter{match: m, want: want, sparse: map[digest.Digest]int{}}
 }
 
 // wrap returns next narrowed by f.
@@ -64,7 +75,15 @@ func (f *platformFilter) filter(desc ocispec.Descriptor, children []ocispec.Desc
 	keep := make([]bool, len(children))
 	keptDigest := map[digest.Digest]bool{}
 	withPlatform := 0
+	gone := make([]bool, len(children))
 	for i, c := range children {
+		if f.absent != nil && isManifest(c.MediaType) && f.absent(c) {
+			gone[i] = true
+			if c.Platform != nil && !isAttestation(c) {
+				left = appendOnce(left, platforms.Format(*c.Platform))
+			}
+			continue
+		}
 		if c.Platform == nil || isAttestation(c) {
 			continue
 		}
@@ -83,7 +102,7 @@ func (f *platformFilter) filter(desc ocispec.Descriptor, children []ocispec.Desc
 	var out []ocispec.Descriptor
 	for i, c := range children {
 		switch {
-		case keep[i]:
+		case keep[i] || gone[i]:
 		case isAttestation(c):
 			keep[i] = keptDigest[digest.Digest(c.Annotations[annotationReferenceDigest])]
 		case c.Platform == nil:
@@ -119,14 +138,18 @@ func (f *platformFilter) missing(d digest.Digest) int {
 	return f.sparse[d]
 }
 
-// result is the platforms copied and those left at the source, for an
-// ImageResult: both empty for a single-platform image.
+// result is the platforms copied and those left at the source (or absent
+// from it), for an ImageResult: both empty for a single-platform image,
+// and for a whole index copied whole.
 func (f *platformFilter) result() (kept, left []string) {
 	if f == nil {
 		return nil, nil
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if len(f.want) == 0 && len(f.sparse) == 0 {
+		return nil, nil // every platform, and all of them there
+	}
 	return slices.Clone(f.kept), slices.Clone(f.left)
 }
 
@@ -221,3 +244,16 @@ type sparseError struct{ err error }
 
 func (e sparseError) Error() string   { return e.err.Error() }
 func (e sparseError) Unwrap() []error { return []error{ErrSparseIndex, e.err} }
+
+// absentFrom reports the manifests a local source (a layout, an archive)
+// does not have: one written with some platforms only holds sparse indexes.
+func absentFrom(ctx context.Context, f remotes.Fetcher) func(ocispec.Descriptor) bool {
+	return func(d ocispec.Descriptor) bool {
+		rc, err := f.Fetch(ctx, d)
+		if err != nil {
+			return errdefs.IsNotFound(err)
+		}
+		rc.Close()
+		return false
+	}
+}
