@@ -321,3 +321,118 @@ func archiveMembers(t *testing.T, path string) map[string][]byte {
 		out[strings.TrimPrefix(h.Name, "./")] = data
 	}
 }
+
+// TestPlatformRewrite: into distribution 2.8, which refuses sparse
+// indexes, --platform-index rewrite pushes new indexes listing exactly
+// the manifests copied (the original's descriptors, in order); their
+// digests are what the mapping, the rewritten bundle and the report
+// record; a signature of a kept manifest travels, one of the original
+// index does not and the report says so; verify passes on the rewritten
+// bundle; a rerun finds every image in place and writes the same mapping.
+func TestPlatformRewrite(t *testing.T) {
+	src := registrytest.Start(t, registrytest.Options{})
+	dst := registrytest.Start(t, registrytest.Options{})
+	p := pushPlatformImages(t, src)
+	ctx := context.Background()
+	sc := src.Client()
+	sigOf := func(d digest.Digest, seed string) ocispec.Descriptor {
+		s, err := sc.PushArtifact(ctx, p.index.Repo, registrytest.ArtifactSpec{Payload: []byte("signature of " + d.String() + seed), Tag: "sha256-" + d.Encoded() + ".sig"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	indexSig, childSig := sigOf(p.index.Root.Digest, "index"), sigOf(p.index.Manifests[0].Digest, "amd64")
+
+	out := t.TempDir()
+	r := fixupPlatform(t, p, dst, out, "--platform", "linux/amd64", "--platform-index", "rewrite")
+	if r.code != 0 {
+		t.Fatalf("exit %d, want 0", r.code)
+	}
+	var rep struct {
+		Images []struct {
+			Source, Digest, MediaType, RewrittenFrom string
+			ReferrersDropped                         []string
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	newDigest := map[string]string{}
+	for _, i := range rep.Images {
+		newDigest[i.Source] = i.Digest
+	}
+	var b struct {
+		InvocationImages []struct{ Image, ContentDigest string }
+		Images           map[string]struct{ Image, ContentDigest string }
+	}
+	readJSON(t, filepath.Join(out, "bundle.json"), &b)
+	var mapping map[string]string
+	readJSON(t, filepath.Join(out, "map.json"), &mapping)
+	for _, tc := range []struct {
+		img     registrytest.Image
+		entry   string
+		digest  string // in the rewritten bundle
+		rewrite bool
+	}{
+		{p.index, "app", b.InvocationImages[0].ContentDigest, true},
+		{p.list, "db", b.Images["db"].ContentDigest, true},
+		{p.solo, "tool", b.Images["tool"].ContentDigest, false},
+	} {
+		ref := tc.img.Ref(src.Host)
+		data, got, err := dst.Client().GetManifest(ctx, "team/"+tc.img.Repo, tc.img.Tag)
+		if err != nil {
+			t.Fatalf("%s in the target: %v", ref, err)
+		}
+		if got.Digest.String() != newDigest[ref] || tc.digest != newDigest[ref] {
+			t.Errorf("%s: target %s, report %s, bundle %s: want them equal", ref, got.Digest, newDigest[ref], tc.digest)
+		}
+		if (got.Digest != tc.img.Root.Digest) != tc.rewrite {
+			t.Errorf("%s: target digest %s, source %s: rewritten %v, want %v", ref, got.Digest, tc.img.Root.Digest, got.Digest != tc.img.Root.Digest, tc.rewrite)
+		}
+		if !tc.rewrite {
+			continue
+		}
+		var idx ocispec.Index
+		if err := json.Unmarshal(data, &idx); err != nil {
+			t.Fatal(err)
+		}
+		if len(idx.Manifests) != 1 || idx.Manifests[0].Digest != tc.img.Manifests[0].Digest || idx.MediaType != tc.img.Root.MediaType {
+			t.Errorf("%s: rewritten index lists %v (%s), want only the linux/amd64 manifest %s (%s)", ref, idx.Manifests, idx.MediaType, tc.img.Manifests[0].Digest, tc.img.Root.MediaType)
+		}
+		if want := dst.Host + "/team/" + tc.img.Repo + ":" + tc.img.Tag; mapping[ref] != want {
+			t.Errorf("mapping %s: %s, want %s", ref, mapping[ref], want)
+		}
+		for _, i := range rep.Images {
+			if i.Source == ref && i.RewrittenFrom != tc.img.Root.Digest.String() {
+				t.Errorf("%s: report rewrittenFrom %q, want %s", ref, i.RewrittenFrom, tc.img.Root.Digest)
+			}
+		}
+	}
+	if _, err := dst.Client().HeadManifest(ctx, "team/"+p.index.Repo, "sha256-"+p.index.Manifests[0].Digest.Encoded()+".sig"); err != nil {
+		t.Errorf("the signature %s of the kept manifest is not in the target: %v", childSig.Digest, err)
+	}
+	if _, err := dst.Client().HeadManifest(ctx, "team/"+p.index.Repo, "sha256-"+p.index.Root.Digest.Encoded()+".sig"); err == nil {
+		t.Errorf("the signature %s of the original index was copied", indexSig.Digest)
+	}
+	if i := rep.Images[0]; i.Source != p.index.Ref(src.Host) || !slices.Equal(i.ReferrersDropped, []string{indexSig.Digest.String()}) {
+		t.Errorf("report for %s: referrersDropped %v, want [%s]", i.Source, i.ReferrersDropped, indexSig.Digest)
+	}
+	if r := cli(t, nil, "verify", filepath.Join(out, "bundle.json")); r.code != 0 {
+		t.Errorf("verify of the rewritten bundle: exit %d", r.code)
+	}
+
+	again := t.TempDir()
+	r = fixupPlatform(t, p, dst, again, "--platform", "linux/amd64", "--platform-index", "rewrite")
+	if r.code != 0 || strings.Count(r.stdout, `"present": true`) != 3 {
+		t.Errorf("rerun: exit %d, want 0 with the 3 images present", r.code)
+	}
+	first, _ := os.ReadFile(filepath.Join(out, "map.json"))
+	second, _ := os.ReadFile(filepath.Join(again, "map.json"))
+	if string(first) != string(second) {
+		t.Errorf("rerun mapping differs:\n%s\n%s", first, second)
+	}
+	if r := cli(t, nil, "export", p.bundle, "--output", filepath.Join(t.TempDir(), "a.tgz"), "--platform-index", "rewrite"); r.code != 2 {
+		t.Errorf("export --platform-index: exit %d, want 2 (a fixup flag)", r.code)
+	}
+}

@@ -46,6 +46,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if err := checkPlatforms(opts.Platforms); err != nil {
 		return nil, err
 	}
+	if opts.PlatformIndex != KeepIndex && opts.PlatformIndex != RewriteIndex {
+		return nil, invalid(fmt.Errorf("PlatformIndex %q: want KeepIndex or RewriteIndex", opts.PlatformIndex))
+	}
 	c.resolver = opts.Resolver
 	if c.resolver == nil {
 		ro := opts.ResolverOptions

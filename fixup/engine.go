@@ -334,21 +334,36 @@ func (e *engine) plan(ctx context.Context, j *job) error {
 	if err != nil {
 		return e.sourceErr(j, "reading the image", err)
 	}
-	if err := e.refusedSparse(j, gr); err != nil {
-		return err
-	}
-	j.graph = gr
 	if len(gr.manifests) == 0 {
 		if _, ok := deltaOf(e.src); !ok {
 			return e.sourceErr(j, "reading the image", fmt.Errorf("manifest %s: %w", root.Digest, layout.ErrLeftOut))
 		}
+		j.graph = gr
 		return nil // the root is left out of a delta archive: see checkDelta
 	}
 	j.root.MediaType = gr.manifests[len(gr.manifests)-1].desc.MediaType
+	// Referrers are looked for on the graph as the source has it: those of
+	// an index that is rewritten are then left out (see dropReferrers).
 	refs, searched, err := e.findReferrers(ctx, j, gr)
 	if err != nil {
 		return e.sourceErr(j, "finding referrers", err)
 	}
+	if j.platforms != nil && e.c.opts.PlatformIndex == RewriteIndex {
+		replaced, err := e.rewriteIndexes(j, gr)
+		if err != nil {
+			return e.sourceErr(j, "reading the image", err)
+		}
+		refs = j.dropReferrers(refs, replaced)
+		if j.res.RewrittenFrom != "" {
+			if present, err := e.present(ctx, j, j.root.Digest); err != nil || present {
+				return err
+			}
+		}
+	}
+	if err := e.refusedSparse(j, gr); err != nil {
+		return err
+	}
+	j.graph = gr
 	j.refs = refs
 	j.res.ReferrersSearched = searched
 	mergeBlobs(gr, refs)

@@ -90,6 +90,11 @@ func (r *ExportResult) Close() error {
 // failed image, with the result still listing them. The caller must Close
 // the result.
 func Export(ctx context.Context, b *Bundle, opts ExportOptions) (_ *ExportResult, err error) {
+	if opts.PlatformIndex == RewriteIndex {
+		// The archive's bundle.json is the bundle as it is: its digests
+		// must stay, and a layout takes sparse indexes.
+		return nil, invalid(fmt.Errorf("export keeps every index as it is: RewriteIndex is for a registry target"))
+	}
 	c, err := NewClient(opts.ClientOptions)
 	if err != nil {
 		return nil, err

@@ -65,6 +65,11 @@ type ClientOptions struct {
 	// whatever its platform. An index without a matching manifest fails
 	// its image (ErrNoPlatform). Empty means every platform.
 	Platforms []ocispec.Platform
+	// PlatformIndex says what becomes of an index that loses manifests to
+	// Platforms: KeepIndex (the zero value) pushes it as it is,
+	// RewriteIndex pushes a new index of the manifests copied. Export
+	// refuses RewriteIndex: an archive keeps bundle.json as it is.
+	PlatformIndex PlatformIndex
 	// OnEvent receives progress events. Calls are serialised; the function
 	// must not block for long. Nil means no events.
 	OnEvent func(Event)
@@ -154,6 +159,12 @@ type ImageResult struct {
 	// selection.
 	Platforms     []string `json:"platforms,omitempty"`
 	PlatformsLeft []string `json:"platformsLeft,omitempty"`
+	// RewrittenFrom is the source's root digest when the root was an index
+	// rewritten to the platforms copied (RewriteIndex): Digest is then the
+	// new index's. ReferrersDropped are the referrers of rewritten indexes
+	// (and theirs), not copied: they sign what is gone.
+	RewrittenFrom    digest.Digest   `json:"rewrittenFrom,omitempty"`
+	ReferrersDropped []digest.Digest `json:"referrersDropped,omitempty"`
 	// Duration is how long the image took, from the start of its planning
 	// until it was done, found present, or failed.
 	Duration time.Duration `json:"-"`

@@ -47,6 +47,8 @@ type platformFilter struct {
 	kept   []string // platforms copied, formatted, each once, in index order
 	left   []string // platforms left at the source
 	sparse map[digest.Digest]int
+	// children are, by index that lost some, the digests of those it keeps.
+	children map[digest.Digest]map[digest.Digest]bool
 }
 
 func newPlatformFilter(want []ocispec.Platform) *platformFilter {
@@ -54,7 +56,7 @@ func newPlatformFilter(want []ocispec.Platform) *platformFilter {
 	if len(want) > 0 {
 		m = platforms.Any(want...)
 	}
-	return &platformFilter{match: m, want: want, sparse: map[digest.Digest]int{}}
+	return &platformFilter{match: m, want: want, sparse: map[digest.Digest]int{}, children: map[digest.Digest]map[digest.Digest]bool{}}
 }
 
 // wrap returns next narrowed by f.
@@ -124,6 +126,11 @@ func (f *platformFilter) filter(desc ocispec.Descriptor, children []ocispec.Desc
 	}
 	if n := len(children) - len(out); n > 0 {
 		f.sparse[desc.Digest] = n
+		set := map[digest.Digest]bool{}
+		for _, c := range out {
+			set[c.Digest] = true
+		}
+		f.children[desc.Digest] = set
 	}
 	return out, nil
 }
@@ -256,4 +263,11 @@ func absentFrom(ctx context.Context, f remotes.Fetcher) func(ocispec.Descriptor)
 		rc.Close()
 		return false
 	}
+}
+
+// keptChildren are the digests index d keeps, nil when it lost none.
+func (f *platformFilter) keptChildren(d digest.Digest) map[digest.Digest]bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.children[d]
 }

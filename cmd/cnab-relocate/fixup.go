@@ -74,23 +74,24 @@ Examples:
 `
 
 type fixupFlags struct {
-	prefix       string
-	mapping      string
-	target       string
-	mappingFile  string
-	outputBundle string
-	sourceMap    string
-	saveBundle   string
-	pushBundle   string
-	pushed       string // the pushed bundle's digest
-	foreign      bool
-	dryRun       bool
-	jobs         int
-	output       string
-	quiet        bool
-	registry     registryFlags
-	referrers    referrerFlags
-	platforms    platformFlags
+	prefix        string
+	mapping       string
+	target        string
+	mappingFile   string
+	outputBundle  string
+	sourceMap     string
+	saveBundle    string
+	pushBundle    string
+	pushed        string // the pushed bundle's digest
+	foreign       bool
+	dryRun        bool
+	jobs          int
+	output        string
+	quiet         bool
+	registry      registryFlags
+	referrers     referrerFlags
+	platforms     platformFlags
+	platformIndex string
 }
 
 func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -112,6 +113,7 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	f.referrers.add(fs)
 	fs.BoolVar(&f.referrers.refresh, "refresh-referrers", false, "for images already in the target, copy the referrers the source has and the target lacks (signatures, SBOMs added since)")
 	f.platforms.add(fs)
+	fs.StringVar(&f.platformIndex, "platform-index", "keep", "with --platform, `MODE` for an index that loses platforms: keep (push it as it is, digest kept; the registry must take a sparse index) or rewrite (push a new index of the platforms copied: a new digest, recorded in the outputs)")
 	f.registry.add(fs)
 	if done, code := parse(fs, args, stdout, stderr, fixupHelp); done {
 		return code
@@ -130,6 +132,17 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	ps, err := f.platforms.parse()
 	if err != nil {
 		return usageError(stderr, "fixup", "%v", err)
+	}
+	var pindex fixup.PlatformIndex
+	switch f.platformIndex {
+	case "keep":
+	case "rewrite":
+		pindex = fixup.RewriteIndex
+		if len(ps) == 0 {
+			return usageError(stderr, "fixup", "--platform-index rewrite is for --platform: without it every index is copied whole, as it is")
+		}
+	default:
+		return usageError(stderr, "fixup", "--platform-index %q: want keep or rewrite", f.platformIndex)
 	}
 	repo := f.prefix
 	switch {
@@ -163,6 +176,7 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	opts := f.registry.client(f.jobs, f.referrers.options(), rep.event)
 	opts.IncludeNonDistributable = f.foreign
 	opts.Platforms = ps
+	opts.PlatformIndex = pindex
 	client := func() (*fixup.Client, error) { return fixup.NewClient(opts) }
 	in, err := loadInput(ctx, path, f.sourceMap, client)
 	if err != nil {
@@ -316,7 +330,14 @@ func summary(w io.Writer, r *fixup.Result, f fixupFlags, d time.Duration) {
 	fmt.Fprintf(w, "Relocated %d image(s) in %.1fs (%d already in place): %s copied, %s mounted, %s already present\n",
 		len(r.Images), d.Seconds(), present, human(t.BytesCopied), human(t.BytesMounted), human(t.BytesSkipped))
 	for _, i := range r.Images {
-		if len(i.PlatformsLeft) > 0 {
+		switch {
+		case i.RewrittenFrom != "":
+			fmt.Fprintf(w, "Platforms of %s: %s copied; %s left at the source; rewritten %s -> %s\n",
+				i.Source, strings.Join(i.Platforms, ", "), strings.Join(i.PlatformsLeft, ", "), i.RewrittenFrom, i.Digest)
+			if len(i.ReferrersDropped) > 0 {
+				fmt.Fprintf(w, "  %d referrer(s) of the original index not copied (they sign what is gone): %v\n", len(i.ReferrersDropped), i.ReferrersDropped)
+			}
+		case len(i.PlatformsLeft) > 0 && !i.Present:
 			fmt.Fprintf(w, "Platforms of %s: %s copied; %s left at the source (index %s kept as it is)\n",
 				i.Source, strings.Join(i.Platforms, ", "), strings.Join(i.PlatformsLeft, ", "), i.Digest)
 		}
@@ -357,7 +378,12 @@ type reportImage struct {
 	// --platform (empty for a single-platform image).
 	Platforms     []string `json:"platforms,omitempty"`
 	PlatformsLeft []string `json:"platformsLeft,omitempty"`
-	Error         string   `json:"error,omitempty"`
+	// RewrittenFrom is the source's digest of an index rewritten with
+	// --platform-index rewrite (Digest is the new one); ReferrersDropped
+	// are the referrers of rewritten indexes, not copied.
+	RewrittenFrom    string   `json:"rewrittenFrom,omitempty"`
+	ReferrersDropped []string `json:"referrersDropped,omitempty"`
+	Error            string   `json:"error,omitempty"`
 }
 
 type reportTotals struct {
@@ -400,7 +426,10 @@ func newReport(r *fixup.Result, f fixupFlags, d time.Duration) report {
 			Source: i.Source, Target: i.Target, Digest: i.Digest.String(), MediaType: i.MediaType,
 			BytesCopied: i.BytesCopied, BytesMounted: i.BytesMounted, BytesSkipped: i.BytesSkipped,
 			Seconds: i.Duration.Seconds(), Present: i.Present, ReferrersSearched: i.ReferrersSearched, Referrers: i.Referrers,
-			Platforms: i.Platforms, PlatformsLeft: i.PlatformsLeft,
+			Platforms: i.Platforms, PlatformsLeft: i.PlatformsLeft, RewrittenFrom: i.RewrittenFrom.String(),
+		}
+		for _, d := range i.ReferrersDropped {
+			ri.ReferrersDropped = append(ri.ReferrersDropped, d.String())
 		}
 		if ri.Referrers == nil {
 			ri.Referrers = []fixup.ReferrerResult{}
