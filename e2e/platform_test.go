@@ -49,7 +49,7 @@ func pushPlatformImages(t *testing.T, src *registrytest.Registry) platformImages
 	p.bundle = filepath.Join(t.TempDir(), "bundle.json")
 	writeJSON(t, p.bundle, map[string]any{
 		"schemaVersion": "v1.2.0", "name": "platforms", "version": "1.0.0",
-		"invocationImages": []any{map[string]any{"image": p.index.Ref(src.Host), "imageType": "oci", "contentDigest": p.index.Root.Digest.String()}},
+		"invocationImages": []any{map[string]any{"image": p.index.Ref(src.Host), "imageType": "oci", "contentDigest": p.index.Root.Digest.String(), "size": p.index.Root.Size}},
 		"images": map[string]any{
 			"db":   map[string]any{"image": p.list.Ref(src.Host), "imageType": "docker"},
 			"tool": map[string]any{"image": p.solo.Ref(src.Host), "imageType": "docker"},
@@ -363,12 +363,18 @@ func TestPlatformRewrite(t *testing.T) {
 		newDigest[i.Source] = i.Digest
 	}
 	var b struct {
-		InvocationImages []struct{ Image, ContentDigest string }
-		Images           map[string]struct{ Image, ContentDigest string }
+		InvocationImages []struct {
+			Image, ContentDigest string
+			Size                 int64
+		}
+		Images map[string]struct{ Image, ContentDigest string }
 	}
 	readJSON(t, filepath.Join(out, "bundle.json"), &b)
 	var mapping map[string]string
 	readJSON(t, filepath.Join(out, "map.json"), &mapping)
+	if data, _, err := dst.Client().GetManifest(ctx, "team/"+p.index.Repo, p.index.Tag); err != nil || b.InvocationImages[0].Size != int64(len(data)) {
+		t.Errorf("rewritten bundle's size %d, want the new index's %d (%v)", b.InvocationImages[0].Size, len(data), err)
+	}
 	for _, tc := range []struct {
 		img     registrytest.Image
 		entry   string

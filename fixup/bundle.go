@@ -14,6 +14,7 @@ import (
 	"github.com/cnabio/cnab-go/bundle"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Image types that relocation copies. An absent imageType means "oci", as
@@ -260,6 +261,22 @@ func jsonError(data []byte, err error) error {
 // "image" replaced by mapping[ref] and its "contentDigest" set to
 // digests[ref]. Every other field is kept. The receiver is not modified.
 func (b *Bundle) Rewrite(mapping map[string]string, digests map[string]digest.Digest) ([]byte, error) {
+	return b.rewrite(mapping, digests, nil)
+}
+
+// RewriteRoots is Rewrite with each image's root descriptor (Result.Roots):
+// an image whose root is not the digest the bundle records (an index
+// rewritten to some platforms) gets its digest as contentDigest and, where
+// the entry has a "size", its size.
+func (b *Bundle) RewriteRoots(mapping map[string]string, roots map[string]ocispec.Descriptor) ([]byte, error) {
+	digests := map[string]digest.Digest{}
+	for ref, d := range roots {
+		digests[ref] = d.Digest
+	}
+	return b.rewrite(mapping, digests, roots)
+}
+
+func (b *Bundle) rewrite(mapping map[string]string, digests map[string]digest.Digest, roots map[string]ocispec.Descriptor) ([]byte, error) {
 	if b == nil {
 		return nil, invalid(fmt.Errorf("%w: no bundle (nil)", ErrInvalidBundle))
 	}
@@ -269,7 +286,11 @@ func (b *Bundle) Rewrite(mapping map[string]string, digests map[string]digest.Di
 		if to, ok := mapping[ref]; ok {
 			entry["image"] = to
 			if d, ok := digests[ref]; ok && d != "" {
+				old, _ := entry["contentDigest"].(string)
 				entry["contentDigest"] = d.String()
+				if _, sized := entry["size"]; sized && old != "" && old != d.String() && roots[ref].Size > 0 {
+					entry["size"] = roots[ref].Size
+				}
 			}
 		}
 	}

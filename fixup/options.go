@@ -181,6 +181,9 @@ type Result struct {
 	Mapping relocation.ImageRelocationMap
 	// Digests maps each reference as written to its root digest.
 	Digests map[string]digest.Digest
+	// Roots maps each reference as written to its root's descriptor (for
+	// Bundle.RewriteRoots).
+	Roots map[string]ocispec.Descriptor
 	// Skipped lists images left alone because of their type.
 	Skipped []Image
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sirupsen/logrus"
 )
 
@@ -64,7 +65,7 @@ func (c *Client) relocate(ctx context.Context, b *Bundle, opts Options) (*Result
 	if err := e.run(ctx, jobs); err != nil {
 		return nil, err
 	}
-	res := &Result{Mapping: map[string]string{}, Digests: map[string]digest.Digest{}, Skipped: plan.Skipped}
+	res := &Result{Mapping: map[string]string{}, Digests: map[string]digest.Digest{}, Roots: map[string]ocispec.Descriptor{}, Skipped: plan.Skipped}
 	var errs []error
 	for _, j := range jobs {
 		r := j.result(e.dst, "relocating")
@@ -73,6 +74,7 @@ func (c *Client) relocate(ctx context.Context, b *Bundle, opts Options) (*Result
 		} else {
 			res.Mapping[j.img.Ref] = r.Target
 			res.Digests[j.img.Ref] = r.Digest
+			res.Roots[j.img.Ref] = j.root
 		}
 		res.Images = append(res.Images, r)
 	}

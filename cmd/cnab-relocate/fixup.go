@@ -243,7 +243,7 @@ func outputs(b *fixup.Bundle, r *fixup.Result, f fixupFlags) ([]output, error) {
 		outs = append(outs, output{Path: f.mappingFile, Data: data})
 	}
 	if f.outputBundle != "" {
-		data, err := b.Rewrite(r.Mapping, r.Digests)
+		data, err := b.RewriteRoots(r.Mapping, r.Roots)
 		if err != nil {
 			return nil, err
 		}
