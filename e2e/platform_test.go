@@ -178,6 +178,27 @@ func TestPlatformSparseKept(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, `"present": true`) {
 		t.Errorf("rerun: exit %d, want 0 with every image present", r.code)
 	}
+
+	// Signatures added since: --refresh-referrers copies that of the
+	// manifest that travelled, not that of one left at the source.
+	sig := func(m ocispec.Descriptor) string {
+		tag := "sha256-" + m.Digest.Encoded() + ".sig"
+		if _, err := src.Client().PushArtifact(ctx, p.index.Repo, registrytest.ArtifactSpec{Payload: []byte("signature of " + m.Digest.String()), Tag: tag}); err != nil {
+			t.Fatal(err)
+		}
+		return tag
+	}
+	kept, left := sig(p.index.Manifests[1]), sig(p.index.Manifests[2])
+	r = fixupPlatform(t, p, dst, t.TempDir(), "--platform", "linux/arm64,linux/arm/v7", "--refresh-referrers")
+	if r.code != 0 {
+		t.Errorf("--refresh-referrers: exit %d, want 0", r.code)
+	}
+	if _, err := dc.HeadManifest(ctx, "team/"+p.index.Repo, kept); err != nil {
+		t.Errorf("the signature of the arm64 manifest is not in the target: %v", err)
+	}
+	if _, err := dc.HeadManifest(ctx, "team/"+p.index.Repo, left); err == nil {
+		t.Error("the signature of the s390x manifest, left at the source, was copied")
+	}
 }
 
 // TestPlatformSparseRefused: distribution 2.8 refuses a sparse index, and

@@ -484,6 +484,12 @@ func (e *engine) refresh(ctx context.Context, j *job) (copying bool, err error) 
 		if err != nil {
 			return false, e.sourceErr(j, "reading the image", err)
 		}
+		if len(e.c.opts.Platforms) > 0 {
+			// The manifests of other platforms are not in the target.
+			if idx.Manifests, err = newPlatformFilter(e.c.opts.Platforms).filter(j.root, idx.Manifests); err != nil {
+				return false, e.sourceErr(j, "reading the image", err)
+			}
+		}
 		children := make([]node, 0, len(idx.Manifests)+1)
 		for _, m := range idx.Manifests {
 			children = append(children, node{desc: m})
