@@ -258,6 +258,10 @@ func TestPlatformNoMatch(t *testing.T) {
 	if got := dirEntries(t, out); len(got) != 0 {
 		t.Errorf("written after the failure: %v", got)
 	}
+	r = cli(t, nil, "fixup", p.bundle, "--repository-prefix", dst.Host+"/team", "--dry-run", "--platform", "linux/amd64")
+	if r.code != 0 || strings.Count(r.stdout, "platforms: linux/amd64 go, every other stays") != 3 {
+		t.Errorf("--dry-run --platform: exit %d, want 0 and the selection under each of the 3 images", r.code)
+	}
 	r = fixupPlatform(t, p, dst, out, "--platform", "arm64")
 	if r.code != 2 || !strings.Contains(r.stderr, `--platform "arm64"`) {
 		t.Errorf("--platform arm64: exit %d, want 2 naming it", r.code)

@@ -16,7 +16,8 @@ import (
 )
 
 const exportHelp = `Make a thick bundle for the air gap: fetch every docker and oci image of a
-thin bundle, all platforms, into an OCI image layout, and write a tar with
+thin bundle, all platforms (or those --platform selects, each index kept as
+it is), into an OCI image layout, and write a tar with
 bundle.json (unchanged, byte for byte) at its root and the images in
 artifacts/layout (CNAB Core 104): gzipped when ARCHIVE ends in .tgz or
 .tar.gz, plain when it ends in .tar. Exporting twice gives identical archives.

@@ -25,8 +25,8 @@ BUNDLE is a bundle.json file (thin: images are read from their registries) or
 a thick bundle archive (CNAB Core 104, as written by 'cnab-relocate export':
 images are read from its OCI image layout). Every invocation image and every entry of
 "images" whose imageType is docker or oci (or absent) is copied with its whole
-content graph (all platforms of an index), digests preserved; other images are
-left alone. Artifacts that refer to an image — signatures, SBOMs,
+content graph (all platforms of an index, or those --platform selects),
+digests preserved; other images are left alone. Artifacts that refer to an image — signatures, SBOMs,
 attestations, found through the OCI referrers API or the tag schema
 (sha256-<hex> index tags, cosign's .sig/.att/.sbom tags) — are copied into its
 target repository too, recursively, digests preserved. The relocation mapping
@@ -46,6 +46,12 @@ modified (its signature stays valid). A porter archive's relocation-mapping.json
 is used the same way, with no flag. --push-bundle HOST/REPO:TAG then stores the
 bundle, byte for byte, with its images in the target registry in cnab-to-oci's
 format, for cnab-to-oci, docker-app and porter to pull.
+
+Only some platforms? --platform linux/amd64 copies only the matching manifests
+of each index. By default the index is pushed as it is (a sparse index: its
+digest, the bundle's contentDigest and signatures on it stay valid), which the
+target registry must accept; --platform-index rewrite pushes a new index of the
+platforms copied instead, whose new digest the outputs record.
 
 Mappings (--mapping):
   one-to-one   (default) each source repository gets its own target repository
