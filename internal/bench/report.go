@@ -173,6 +173,19 @@ func printReport(w io.Writer, res *results) {
 		fmt.Fprintln(w)
 	}
 
+	if pl := get(cnabPlatform); pl != nil && cold != nil {
+		fmt.Fprintln(w, "Only some platforms (issue 21): the bundle with `--platform linux/amd64 --platform-index rewrite` into an empty distribution 2.8 (which refuses sparse indexes), right after the full cold relocation of the same run:")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "| | full | --platform linux/amd64 | ratio |")
+		fmt.Fprintln(w, "|---|---|---|---|")
+		r := pairedRatio(res.cases[cnabPlatform], res.cases[cnabCold])
+		fmt.Fprintf(w, "| wall s (medians; ratio: median of per-run ratios %s) | %.2f | %.2f | %.2f× |\n", perRun(res.cases[cnabPlatform], res.cases[cnabCold]), cold.wall.Seconds(), pl.wall.Seconds(), r)
+		fmt.Fprintf(w, "| MiB uploaded | %.1f | %.1f | %.2f× |\n", float64(cold.uploaded)/mib, float64(pl.uploaded)/mib, float64(pl.uploaded)/float64(max(cold.uploaded, 1)))
+		fmt.Fprintf(w, "| requests | %d | %d | |\n", cold.requests(), pl.requests())
+		fmt.Fprintf(w, "| client CPU s | %.2f | %.2f | |\n", cold.cpu.Seconds(), pl.cpu.Seconds())
+		fmt.Fprintln(w)
+	}
+
 	if thick := get(cnabThick); thick != nil {
 		fmt.Fprintln(w, "Thick bundle (issue 16): the bundle exported once to an archive, then each run `fixup ARCHIVE` into an empty registry, right after the thin cold case of the same run:")
 		fmt.Fprintln(w)

@@ -191,8 +191,8 @@ func proc(ctx context.Context, environ []string, bin string, args ...string) (m 
 
 // relocate runs cnab-relocate fixup on bundle into prefix. With tmp not
 // "", the client's TMPDIR (tmp) is watched and its peak size reported.
-func relocate(ctx context.Context, environ []string, bin, bundle, prefix, mappingFile string, jobs int, tmp string) (measure, error) {
-	args := []string{"fixup", bundle, "--repository-prefix", prefix, "--relocation-mapping", mappingFile, "--output", "json", "--quiet"}
+func relocate(ctx context.Context, environ []string, bin, bundle, prefix, mappingFile string, jobs int, tmp string, extra ...string) (measure, error) {
+	args := append([]string{"fixup", bundle, "--repository-prefix", prefix, "--relocation-mapping", mappingFile, "--output", "json", "--quiet"}, extra...)
 	if jobs > 0 {
 		args = append(args, "--jobs", strconv.Itoa(jobs))
 	}
