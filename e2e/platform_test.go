@@ -301,6 +301,24 @@ func TestPlatformExport(t *testing.T) {
 		}
 	}
 
+	// A dry run of a full archive reads its indexes (from the archive: a
+	// dry run contacts no registry) and says per image which platforms go
+	// and which stay.
+	full := filepath.Join(t.TempDir(), "full.tgz")
+	if r := cli(t, nil, "export", p.bundle, "--output", full); r.code != 0 {
+		t.Fatalf("export: exit %d", r.code)
+	}
+	r = cli(t, nil, "fixup", full, "--repository-prefix", "127.0.0.1:1/team", "--dry-run", "--platform", "linux/amd64")
+	for _, want := range []string{
+		"platforms: linux/amd64 go; linux/arm64/v8, linux/s390x stay",
+		"platforms: linux/amd64 go; linux/arm/v7 stay",
+		"platforms: a single-platform image: it goes whole",
+	} {
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Errorf("dry run of the full archive: exit %d, want 0 saying %q", r.code, want)
+		}
+	}
+
 	// The sparse archive is relocated as it is, with or without --platform.
 	dst := registrytest.Start(t, registrytest.Options{Impl: registrytest.Distribution3, SparseIndexes: true})
 	for _, extra := range [][]string{{"--platform", "linux/amd64"}, nil} {

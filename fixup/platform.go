@@ -2,17 +2,18 @@ package fixup
 
 import (
 	"context"
-
 	"fmt"
-	"github.com/containerd/containerd/errdefs"
-	"github.com/containerd/containerd/remotes"
 	"slices"
 	"strings"
 	"sync"
 
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/remotes"
 	"github.com/containerd/platforms"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/cnabio/cnab-relocate/internal/retry"
 )
 
 // Annotations buildx puts on the attestation manifests of an index: they
@@ -270,4 +271,34 @@ func (f *platformFilter) keptChildren(d digest.Digest) map[digest.Digest]bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.children[d]
+}
+
+// PlatformsOf reads the manifests of img's graph from src, never its
+// blobs, and returns the platforms of its indexes that
+// ClientOptions.Platforms selects and those it leaves (both empty for a
+// single-platform image), or ErrNoPlatform. want is the root digest the
+// bundle records ("" when none). From a layout or an archive it contacts
+// no registry: a dry run of a thick bundle uses it.
+func (c *Client) PlatformsOf(ctx context.Context, src Source, img Image, want digest.Digest) (kept, left []string, err error) {
+	if src == nil {
+		src = NewRegistrySource(c.resolver)
+	}
+	root, err := src.Resolve(ctx, img, want)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %s: %w", img.Ref, src.Name(img), err)
+	}
+	fetch, err := src.Fetcher(ctx, img)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %s: %w", img.Ref, src.Name(img), err)
+	}
+	f := newPlatformFilter(c.opts.Platforms)
+	if host, _ := src.Location(img); host == "" {
+		f.absent = absentFrom(ctx, fetch)
+	}
+	p := retry.Policy{Retries: c.retries, Retryable: retryable, Wait: retryWait, Logger: c.logger}
+	if _, err := walkRetries(ctx, fetch, root, p, c.opts.IncludeNonDistributable, f.wrap(successors)); err != nil {
+		return nil, nil, fmt.Errorf("%s: %s: %w", img.Ref, src.Name(img), err)
+	}
+	kept, left = f.result()
+	return kept, left, nil
 }

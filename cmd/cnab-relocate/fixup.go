@@ -193,7 +193,18 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	b := in.bundle
 	if f.dryRun {
 		rep.wait()
-		return dryRun(b, mapping, f, stdout, stderr)
+		// A thick bundle's indexes are at hand: say which platforms go.
+		var platformsOf func(fixup.PlanEntry) ([]string, []string, error)
+		if len(ps) > 0 && in.source != nil && in.mapping == nil {
+			c, err := client()
+			if err != nil {
+				return failure(stderr, "fixup", err)
+			}
+			platformsOf = func(e fixup.PlanEntry) ([]string, []string, error) {
+				return c.PlatformsOf(ctx, in.source, e.Image, e.Digest)
+			}
+		}
+		return dryRun(b, mapping, f, platformsOf, stdout, stderr)
 	}
 
 	start := time.Now()
@@ -261,10 +272,22 @@ func outputs(b *fixup.Bundle, r *fixup.Result, f fixupFlags) ([]output, error) {
 	return outs, nil
 }
 
-func dryRun(b *fixup.Bundle, m *relocator.Mapping, f fixupFlags, stdout, stderr io.Writer) int {
+// dryRun prints the plan; platformsOf, when not nil, reads which
+// platforms of each image go and which stay (from a thick bundle: no
+// registry is contacted), else the selection is printed.
+func dryRun(b *fixup.Bundle, m *relocator.Mapping, f fixupFlags, platformsOf func(fixup.PlanEntry) ([]string, []string, error), stdout, stderr io.Writer) int {
 	plan, err := fixup.NewPlan(b, m)
 	if err != nil {
 		return failure(stderr, "fixup", inBundle(b.Path(), err))
+	}
+	goes, stays := make([][]string, len(plan.Entries)), make([][]string, len(plan.Entries))
+	for i, e := range plan.Entries {
+		goes[i] = f.platforms.platforms
+		if platformsOf != nil {
+			if goes[i], stays[i], err = platformsOf(e); err != nil {
+				return failure(stderr, "fixup", err)
+			}
+		}
 	}
 	if f.mappingFile != "" {
 		data, err := fixup.CanonicalJSON(plan.Mapping())
@@ -280,8 +303,10 @@ func dryRun(b *fixup.Bundle, m *relocator.Mapping, f fixupFlags, stdout, stderr 
 			Source string `json:"source"`
 			Target string `json:"target"`
 			Field  string `json:"field"`
-			// Platforms go, of each index, with --platform; the others stay.
-			Platforms []string `json:"platforms,omitempty"`
+			// Platforms go, of each index, with --platform; the others stay:
+			// PlatformsLeft, when the indexes are at hand (a thick bundle).
+			Platforms     []string `json:"platforms,omitempty"`
+			PlatformsLeft []string `json:"platformsLeft,omitempty"`
 		}
 		type skipped struct {
 			Image     string `json:"image"`
@@ -294,8 +319,8 @@ func dryRun(b *fixup.Bundle, m *relocator.Mapping, f fixupFlags, stdout, stderr 
 			Skipped           []skipped `json:"skipped"`
 			RelocationMapping string    `json:"relocationMapping,omitempty"`
 		}{DryRun: true, Images: []entry{}, Skipped: []skipped{}, RelocationMapping: f.mappingFile}
-		for _, e := range plan.Entries {
-			out.Images = append(out.Images, entry{e.Image.Ref, e.TargetString(m), e.Image.Field, f.platforms.platforms})
+		for i, e := range plan.Entries {
+			out.Images = append(out.Images, entry{e.Image.Ref, e.TargetString(m), e.Image.Field, goes[i], stays[i]})
 		}
 		for _, s := range plan.Skipped {
 			out.Skipped = append(out.Skipped, skipped{s.Ref, s.Field, s.ImageType})
@@ -307,10 +332,18 @@ func dryRun(b *fixup.Bundle, m *relocator.Mapping, f fixupFlags, stdout, stderr 
 		return exitOK
 	}
 	fmt.Fprintf(stdout, "Plan for %s (%s mapping, dry run: no registry contacted)\n", b.Path(), m.Kind())
-	for _, e := range plan.Entries {
+	for i, e := range plan.Entries {
 		fmt.Fprintf(stdout, "  %s -> %s\n", e.Image.Ref, e.TargetString(m))
-		if len(f.platforms.platforms) > 0 {
+		switch {
+		case len(f.platforms.platforms) == 0:
+		case platformsOf == nil:
 			fmt.Fprintf(stdout, "    platforms: %s go, every other stays; a single-platform image goes whole (which platforms an index has is read when copying)\n", strings.Join(f.platforms.platforms, ", "))
+		case len(goes[i]) == 0:
+			fmt.Fprintln(stdout, "    platforms: a single-platform image: it goes whole")
+		case len(stays[i]) == 0:
+			fmt.Fprintf(stdout, "    platforms: %s go (all it has)\n", strings.Join(goes[i], ", "))
+		default:
+			fmt.Fprintf(stdout, "    platforms: %s go; %s stay\n", strings.Join(goes[i], ", "), strings.Join(stays[i], ", "))
 		}
 	}
 	if len(plan.Skipped) > 0 {
