@@ -329,6 +329,27 @@ func TestPlatformExport(t *testing.T) {
 			t.Errorf("fixup of the sparse archive %v: exit %d, want 0", extra, r.code)
 		}
 	}
+	// Into distribution 2.8 the sparse archive is refused, clearly, and
+	// --platform-index rewrite pushes new indexes of what it has.
+	old := registrytest.Start(t, registrytest.Options{})
+	fixupArchive := func(extra ...string) result {
+		return cli(t, nil, append([]string{"fixup", archive, "--mapping", "prefix", "--repository-prefix", old.Host + "/team",
+			"--relocation-mapping", filepath.Join(t.TempDir(), "map.json")}, extra...)...)
+	}
+	if r := fixupArchive(); r.code != 1 || !strings.Contains(r.stderr, "sparse index") || !strings.Contains(r.stderr, "--platform-index rewrite") {
+		t.Errorf("sparse archive into 2.8: exit %d, want 1 saying it refuses the sparse index and what to do", r.code)
+	}
+	if r := fixupArchive("--platform-index", "rewrite"); r.code != 0 {
+		t.Errorf("sparse archive into 2.8 with --platform-index rewrite: exit %d, want 0", r.code)
+	}
+	data, _, err := old.Client().GetManifest(context.Background(), "team/"+p.index.Repo, p.index.Tag)
+	var idx ocispec.Index
+	if err == nil {
+		err = json.Unmarshal(data, &idx)
+	}
+	if err != nil || len(idx.Manifests) != 1 || idx.Manifests[0].Digest != p.index.Manifests[0].Digest {
+		t.Errorf("rewritten index from the archive: %v (%v), want only the linux/amd64 manifest", idx.Manifests, err)
+	}
 }
 
 func layoutBlob(d digest.Digest) string {

@@ -119,7 +119,7 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	f.referrers.add(fs)
 	fs.BoolVar(&f.referrers.refresh, "refresh-referrers", false, "for images already in the target, copy the referrers the source has and the target lacks (signatures, SBOMs added since)")
 	f.platforms.add(fs)
-	fs.StringVar(&f.platformIndex, "platform-index", "keep", "with --platform, `MODE` for an index that loses platforms: keep (push it as it is, digest kept; the registry must take a sparse index) or rewrite (push a new index of the platforms copied: a new digest, recorded in the outputs)")
+	fs.StringVar(&f.platformIndex, "platform-index", "keep", "`MODE` for an index that loses platforms (--platform, or an archive exported with it): keep (push it as it is, digest kept; the registry must take a sparse index) or rewrite (push a new index of the platforms copied: a new digest, recorded in the outputs)")
 	f.registry.add(fs)
 	if done, code := parse(fs, args, stdout, stderr, fixupHelp); done {
 		return code
@@ -143,10 +143,9 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	switch f.platformIndex {
 	case "keep":
 	case "rewrite":
+		// Without --platform it rewrites the sparse indexes of an archive
+		// exported with --platform; from a registry, every index is whole.
 		pindex = fixup.RewriteIndex
-		if len(ps) == 0 {
-			return usageError(stderr, "fixup", "--platform-index rewrite is for --platform: without it every index is copied whole, as it is")
-		}
 	default:
 		return usageError(stderr, "fixup", "--platform-index %q: want keep or rewrite", f.platformIndex)
 	}
