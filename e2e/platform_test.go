@@ -502,6 +502,12 @@ func TestPlatformRewrite(t *testing.T) {
 	if string(first) != string(second) {
 		t.Errorf("rerun mapping differs:\n%s\n%s", first, second)
 	}
+	// The plain summary says it too.
+	r = cli(t, nil, "fixup", p.bundle, "--mapping", "prefix", "--repository-prefix", dst.Host+"/team", "--relocation-mapping", filepath.Join(t.TempDir(), "map.json"),
+		"--platform", "linux/amd64", "--platform-index", "rewrite")
+	if want := "rewritten " + p.index.Root.Digest.String() + " -> " + newDigest[p.index.Ref(src.Host)]; r.code != 0 || !strings.Contains(r.stdout, want) {
+		t.Errorf("plain output: exit %d, want 0 saying %q", r.code, want)
+	}
 	if r := cli(t, nil, "export", p.bundle, "--output", filepath.Join(t.TempDir(), "a.tgz"), "--platform-index", "rewrite"); r.code != 2 {
 		t.Errorf("export --platform-index: exit %d, want 2 (a fixup flag)", r.code)
 	}

@@ -375,7 +375,7 @@ func (e *engine) plan(ctx context.Context, j *job) error {
 			size += m.desc.Size
 		}
 	}
-	e.emit(Event{Kind: ImagePlanned, Image: j.img.Ref, Target: e.dst.display(j), Digest: root.Digest, Size: size})
+	e.emit(Event{Kind: ImagePlanned, Image: j.img.Ref, Target: e.dst.display(j), Digest: j.root.Digest, Size: size})
 	return nil
 }
 
