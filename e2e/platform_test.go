@@ -179,6 +179,25 @@ func TestPlatformSparseKept(t *testing.T) {
 		t.Errorf("rerun: exit %d, want 0 with every image present", r.code)
 	}
 
+	// A second hop from there reads each index as it is there: without
+	// --platform the absent manifests are a clear error; with it the same
+	// digests go on.
+	next := registrytest.Start(t, registrytest.Options{Impl: registrytest.Distribution3, SparseIndexes: true})
+	hop := t.TempDir()
+	hop2 := func(extra ...string) result {
+		return cli(t, nil, append([]string{"fixup", p.bundle, "--source-relocation-mapping", filepath.Join(out, "map.json"), "--mapping", "prefix",
+			"--repository-prefix", next.Host + "/air", "--relocation-mapping", filepath.Join(hop, "map.json")}, extra...)...)
+	}
+	if r := hop2(); r.code != 1 || !strings.Contains(r.stderr, "sparse") || !strings.Contains(r.stderr, p.index.Ref(src.Host)) {
+		t.Errorf("second hop without --platform: exit %d, want 1 naming the image and saying its index is sparse", r.code)
+	}
+	if r := hop2("--platform", "linux/arm64,linux/arm/v7"); r.code != 0 {
+		t.Errorf("second hop with --platform: exit %d, want 0", r.code)
+	}
+	if got, err := next.Client().HeadManifest(ctx, "air/"+p.index.Repo, p.index.Tag); err != nil || got.Digest != p.index.Root.Digest {
+		t.Errorf("second hop: %v (%v), want the source's index %s", got.Digest, err, p.index.Root.Digest)
+	}
+
 	// Signatures added since: --refresh-referrers copies that of the
 	// manifest that travelled, not that of one left at the source.
 	sig := func(m ocispec.Descriptor) string {

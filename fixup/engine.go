@@ -332,7 +332,7 @@ func (e *engine) plan(ctx context.Context, j *job) error {
 	}
 	gr, err := walkRetries(ctx, f, root, e.policy, e.c.opts.IncludeNonDistributable, succ)
 	if err != nil {
-		return e.sourceErr(j, "reading the image", err)
+		return e.sourceErr(j, "reading the image", sparseSource(root, err))
 	}
 	if len(gr.manifests) == 0 {
 		if _, ok := deltaOf(e.src); !ok {

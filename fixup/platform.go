@@ -302,3 +302,13 @@ func (c *Client) PlatformsOf(ctx context.Context, src Source, img Image, want di
 	kept, left = f.result()
 	return kept, left, nil
 }
+
+// sparseSource explains a manifest of index root that a registry source
+// does not have: the index may be sparse there (relocated with some
+// platforms only), and only the platforms it has can be copied.
+func sparseSource(root ocispec.Descriptor, err error) error {
+	if !errdefs.IsNotFound(err) || !isIndex(root.MediaType) {
+		return err
+	}
+	return fmt.Errorf("%w (the index %s lists it: an index relocated with some platforms only is sparse, and only the platforms it has can be copied from it)", err, root.Digest)
+}
