@@ -420,3 +420,68 @@ func TestRelocateDelta(t *testing.T) {
 		}
 	})
 }
+
+// A changed index whose other child is unchanged: the delta leaves that
+// child out, and a relocation of the delta checks it like every other
+// left-out manifest, never taking it for the absent child of a sparse
+// index (an archive may hold one: see absentFrom).
+func TestRelocateDeltaIndexChildLeftOut(t *testing.T) {
+	ctx := context.Background()
+	fx := newExportFixture(t)
+	c := fx.reg.Client()
+	spec := registrytest.ImageSpec{Repo: "team/idx", Tag: "1.0", Layers: []int{64}, Seed: 7, OCI: true, Platforms: []string{"linux/amd64", "linux/arm64"}}
+	v1, err := c.PushImage(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Tag, spec.Platforms = "2.0", []string{"linux/amd64", "linux/s390x"}
+	v2, err := c.PushImage(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := v1.Manifests[0].Digest
+	if v2.Manifests[0].Digest != kept || v2.Manifests[1].Digest == v1.Manifests[1].Digest {
+		t.Fatalf("fixture: want the amd64 manifest shared and the other changed: %v, %v", v1.Manifests, v2.Manifests)
+	}
+	bundle := func(img registrytest.Image, version string) (*Bundle, []byte) {
+		raw := []byte(`{"schemaVersion":"v1.0.0","name":"idx","version":"` + version + `","invocationImages":[{"imageType":"docker","image":"` + img.Ref(fx.proxy.Host) + `"}]}`)
+		b, err := Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b, raw
+	}
+	dir := t.TempDir()
+	base, delta := filepath.Join(dir, "idx-1.tgz"), filepath.Join(dir, "idx-2-delta.tgz")
+	b1, raw1 := bundle(v1, "1.0.0")
+	if err := ExportArchive(ctx, b1, raw1, base, fx.options(t)); err != nil {
+		t.Fatal(err)
+	}
+	b2, raw2 := bundle(v2, "2.0.0")
+	opts := fx.options(t)
+	opts.Bases = []string{base}
+	if err := ExportArchive(ctx, b2, raw2, delta, opts); err != nil {
+		t.Fatal(err)
+	}
+
+	r := newDeltaRelocation(t)
+	_, err = r.relocate(t, delta)
+	if !errors.Is(err, ErrBaseMissing) || !strings.Contains(err.Error(), kept.String()) {
+		t.Fatalf("delta alone: got %v, want ErrBaseMissing naming the left-out manifest %s", err, kept)
+	}
+	if w := r.writes(0); len(w) != 0 {
+		t.Errorf("delta alone pushed %v", w)
+	}
+
+	r = newDeltaRelocation(t)
+	if _, err := r.relocate(t, base); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.relocate(t, delta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Images[0].Digest; got != v2.Root.Digest {
+		t.Errorf("relocated %s, want the index %s", got, v2.Root.Digest)
+	}
+}

@@ -2,6 +2,7 @@ package fixup
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/cnabio/cnab-relocate/internal/retry"
+	"github.com/cnabio/cnab-relocate/layout"
 )
 
 // Annotations buildx puts on the attestation manifests of an index: they
@@ -259,7 +261,9 @@ func absentFrom(ctx context.Context, f remotes.Fetcher) func(ocispec.Descriptor)
 	return func(d ocispec.Descriptor) bool {
 		rc, err := f.Fetch(ctx, d)
 		if err != nil {
-			return errdefs.IsNotFound(err)
+			// A manifest a delta archive leaves out on purpose is not
+			// absent: its base holds it, and checkDelta looks for it.
+			return errdefs.IsNotFound(err) && !errors.Is(err, layout.ErrLeftOut)
 		}
 		rc.Close()
 		return false
@@ -295,7 +299,7 @@ func (c *Client) PlatformsOf(ctx context.Context, src Source, img Image, want di
 	if host, _ := src.Location(img); host == "" {
 		f.absent = absentFrom(ctx, fetch)
 	}
-	p := retry.Policy{Retries: c.retries, Retryable: retryable, Wait: retryWait, Logger: c.logger}
+	p := retry.Policy{Retries: c.retries, Logger: c.logger}
 	if _, err := walkRetries(ctx, fetch, root, p, c.opts.IncludeNonDistributable, f.wrap(successors)); err != nil {
 		return nil, nil, fmt.Errorf("%s: %s: %w", img.Ref, src.Name(img), err)
 	}
