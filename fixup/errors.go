@@ -2,8 +2,6 @@ package fixup
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"net/http"
 	"slices"
@@ -119,26 +117,13 @@ func registryError(host string, err error) error {
 	switch {
 	case retry.PlainHTTP(err):
 		re.kinds = append(re.kinds, ErrPlainHTTP)
-	case certificateFailure(err):
+	case retry.CertificateFailure(err):
 		re.kinds = append(re.kinds, ErrUnknownAuthority)
 	case errors.Is(err, docker.ErrInvalidAuthorization) ||
 		re.StatusCode == http.StatusUnauthorized || (se != nil && slices.Contains(se.Codes, "UNAUTHORIZED")):
 		re.kinds = append(re.kinds, ErrAuthentication)
 	}
 	return re
-}
-
-// certificateFailure reports whether err is a certificate the client
-// could not verify: signed by an unknown authority, for another host, or
-// otherwise invalid.
-func certificateFailure(err error) bool {
-	var (
-		verify   *tls.CertificateVerificationError
-		unknown  x509.UnknownAuthorityError
-		hostname x509.HostnameError
-		invalid  x509.CertificateInvalidError
-	)
-	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
 }
 
 // inputError wraps err so that it matches ErrInvalidInput as well as its own

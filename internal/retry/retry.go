@@ -284,21 +284,29 @@ func netFailure(err error) bool {
 // refused, a server that does not speak TLS.
 func TLSFailure(err error) bool {
 	var (
-		verify   *tls.CertificateVerificationError
-		unknown  x509.UnknownAuthorityError
-		hostname x509.HostnameError
-		invalid  x509.CertificateInvalidError
-		alert    tls.AlertError
-		header   tls.RecordHeaderError
+		alert  tls.AlertError
+		header tls.RecordHeaderError
 	)
-	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) ||
-		errors.As(err, &invalid) || errors.As(err, &alert) || errors.As(err, &header) ||
+	return CertificateFailure(err) || errors.As(err, &alert) || errors.As(err, &header) ||
 		// An alert from the server (a client certificate it refused) is
 		// an unexported type inside a *net.OpError, and a plain-HTTP
 		// answer to a TLS hello is a plain error of net/http: neither
 		// has a type to match.
 		strings.Contains(err.Error(), "remote error: tls:") ||
 		PlainHTTP(err)
+}
+
+// CertificateFailure reports whether err is a certificate the client
+// could not verify: signed by an unknown authority, for another host, or
+// otherwise invalid.
+func CertificateFailure(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
 }
 
 // PlainHTTP reports whether err is net/http's report of a server that
