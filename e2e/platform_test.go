@@ -2,10 +2,8 @@ package e2e
 
 import (
 	"archive/tar"
-	"compress/gzip"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -378,31 +376,16 @@ func layoutBlob(d digest.Digest) string {
 // archiveMembers reads a gzipped tar: member name -> content.
 func archiveMembers(t *testing.T, path string) map[string][]byte {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(zr)
 	out := map[string][]byte{}
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := io.ReadAll(tr)
+	eachTarEntry(t, path, func(h *tar.Header, r io.Reader) bool {
+		data, err := io.ReadAll(r)
 		if err != nil {
 			t.Fatal(err)
 		}
 		out[strings.TrimPrefix(h.Name, "./")] = data
-	}
+		return true
+	})
+	return out
 }
 
 // TestPlatformRewrite: into distribution 2.8, which refuses sparse
