@@ -37,10 +37,10 @@ test: deps vet build
 	$(GO) test -count=1 -timeout 20m ./...
 
 demo: build
-	$(GO) run ./internal/demo -bin $(BIN)
+	$(GO) run ./internal/cmd/demo -bin $(BIN)
 
 bench: deps build
-	$(GO) run ./internal/bench -bin $(BIN) $(BENCHFLAGS)
+	$(GO) run ./internal/cmd/bench -bin $(BIN) $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./relocator ./fixup
 
 fuzz:

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/cnabio/cnab-relocate/internal/testkit/registrytest"
 )
 
 // closedLoopbackPort returns 127.0.0.1:PORT where nothing listens (it did a moment

@@ -1,7 +1,7 @@
 package e2e
 
-// The faults of internal/registrytest's Proxy against a real docker-registry; moved
-// here from internal/registrytest so that make unit runs without the binary.
+// The faults of internal/testkit/registrytest's Proxy against a real docker-registry; moved
+// here from internal/testkit/registrytest so that make unit runs without the binary.
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/cnabio/cnab-relocate/internal/testkit/registrytest"
 )
 
 // harnessPlainClient is an HTTP client that never retries and never shares connections between

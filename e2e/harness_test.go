@@ -1,7 +1,7 @@
 package e2e
 
-// These tests check the registry harness (internal/registrytest) against a real
-// docker-registry; they moved here from internal/registrytest so that make unit
+// These tests check the registry harness (internal/testkit/registrytest) against a real
+// docker-registry; they moved here from internal/testkit/registrytest so that make unit
 // runs without the registry binary.
 
 import (
@@ -20,7 +20,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/cnabio/cnab-relocate/internal/testkit/registrytest"
 )
 
 // harnessCheckImage reads every digest of img back from the registry with HEAD (and the root with

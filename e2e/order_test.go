@@ -17,7 +17,7 @@ import (
 	"github.com/distribution/reference"
 
 	"github.com/cnabio/cnab-relocate/fixup"
-	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/cnabio/cnab-relocate/internal/testkit/registrytest"
 )
 
 // reread is what --debug says when an archive is read twice because

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/cnabio/cnab-relocate/internal/testkit/registrytest"
 )
 
 // TestOverlappingJobs: three promotion jobs relocate bundles that share

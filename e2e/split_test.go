@@ -14,7 +14,7 @@ import (
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/cnabio/cnab-relocate/internal/testkit/registrytest"
 )
 
 // A split export (parts of at most 1 MiB over some 4.5 MiB of images) is

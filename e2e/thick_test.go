@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/cnabio/cnab-relocate/internal/testkit/registrytest"
 	"github.com/opencontainers/go-digest"
 )
 

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/cnabio/cnab-relocate/internal/testkit/registrytest"
 )
 
 // TestExpiringTokens: a target whose bearer tokens live 2 s — and, in a

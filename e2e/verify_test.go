@@ -9,7 +9,7 @@ import (
 
 	"github.com/distribution/reference"
 
-	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/cnabio/cnab-relocate/internal/testkit/registrytest"
 )
 
 // verify is the gate of a promotion job: HEAD requests only, exit 0 when

@@ -4,7 +4,7 @@ package fixup
 // bundle, walking content graphs, and whole relocations against an
 // in-memory registry (so that a regression in per-image or per-blob
 // overhead shows). `make bench` runs them after the end-to-end comparison
-// with crane (internal/bench).
+// with crane (internal/cmd/bench).
 
 import (
 	"bytes"
@@ -340,7 +340,7 @@ func (w *benchWriter) Commit(_ context.Context, size int64, expected digest.Dige
 	return nil
 }
 
-// benchScenario stores n images on source.example, like internal/bench's
+// benchScenario stores n images on source.example, like internal/cmd/bench's
 // bundle scaled down: a shared base layer in every image, multiarch of them
 // with two platforms, three small layers per platform. It returns the
 // registry and the bundle.

@@ -13,7 +13,7 @@ import (
 	"path/filepath"
 
 	"github.com/cnabio/cnab-relocate/fixup"
-	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/cnabio/cnab-relocate/internal/testkit/registrytest"
 	"github.com/cnabio/cnab-relocate/relocator"
 )
 

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/cnabio/cnab-relocate/internal/testkit/registrytest"
 	"github.com/cnabio/cnab-relocate/internal/verify"
 	"github.com/cnabio/cnab-relocate/resolver"
 	"github.com/containerd/containerd/errdefs"

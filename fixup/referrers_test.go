@@ -20,7 +20,7 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/cnabio/cnab-relocate/internal/testkit/registrytest"
 	"github.com/cnabio/cnab-relocate/layout"
 	"github.com/cnabio/cnab-relocate/relocator"
 	"github.com/cnabio/cnab-relocate/resolver"

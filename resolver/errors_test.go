@@ -11,8 +11,8 @@ import (
 
 	remoteserrors "github.com/containerd/containerd/remotes/errors"
 
-	"github.com/cnabio/cnab-relocate/internal/registrytest"
 	"github.com/cnabio/cnab-relocate/internal/retry"
+	"github.com/cnabio/cnab-relocate/internal/testkit/registrytest"
 	"github.com/cnabio/cnab-relocate/resolver"
 )
 

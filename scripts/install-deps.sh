@@ -2,7 +2,7 @@
 # install-deps.sh installs what the end-to-end tests and benchmarks need on a Debian machine (the
 # demo needs none of it: it runs on go-containerregistry's registry in its own process): the CNCF
 # distribution registry 2.8 (Debian package docker-registry) and distribution v3.1.2 (built with
-# go install, about 90 s the first time), which internal/registrytest starts on random 127.0.0.1
+# go install, about 90 s the first time), which internal/testkit/registrytest starts on random 127.0.0.1
 # ports with its own configuration, skopeo, tmux (the real terminal of the display test) and the
 # oras CLI. (go-containerregistry's registry, the third implementation the tests run, is built
 # from this module by the tests.)

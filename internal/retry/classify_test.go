@@ -26,7 +26,7 @@ import (
 //  3. a function that names two or more of the transient statuses (408,
 //     429, 500, 502, 503, 504, as net/http constants or numbers): a
 //     status table of its own. The fault injector of the test kit
-//     (internal/registrytest) is exempt: it makes those statuses.
+//     (internal/testkit/registrytest) is exempt: it makes those statuses.
 func TestOneClassifier(t *testing.T) {
 	root := moduleRoot(t)
 	problems := scan(t, root)
@@ -130,7 +130,7 @@ func scan(t *testing.T, root string) []string {
 				if !inRetry && classifierName.MatchString(n.Name.Name) && !delegates(n) {
 					problems = append(problems, rel+": func "+n.Name.Name+" classifies errors for a retry: use retry.Retryable")
 				}
-				if !inRetry && !strings.HasPrefix(rel, "internal/registrytest/") && n.Body != nil {
+				if !inRetry && !strings.HasPrefix(rel, "internal/testkit/registrytest/") && n.Body != nil {
 					if k := countStatuses(n.Body); k >= 2 {
 						problems = append(problems, rel+": func "+n.Name.Name+" names "+strconv.Itoa(k)+" transient statuses: use retry.Retryable or retry.TransientStatus")
 					}

@@ -23,7 +23,7 @@ func TestDemoNeedsNoInstalledRegistry(t *testing.T) {
 		t.Fatalf("go on PATH, to build cnab-relocate: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "cnab-relocate")
-	build := exec.Command(goBin, "build", "-o", bin, "../../cmd/cnab-relocate")
+	build := exec.Command(goBin, "build", "-o", bin, "../../../cmd/cnab-relocate")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building cnab-relocate: %v\n%s", err, out)
 	}

@@ -54,7 +54,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/cnabio/cnab-relocate/internal/testkit/registrytest"
 )
 
 // craneVersion is the crane the bench installs when -crane is not given.

@@ -16,7 +16,7 @@ import (
 
 	"github.com/distribution/reference"
 
-	"github.com/cnabio/cnab-relocate/internal/registrytest"
+	"github.com/cnabio/cnab-relocate/internal/testkit/registrytest"
 )
 
 // measure is what one case (one tool, one situation) cost.

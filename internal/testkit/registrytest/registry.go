@@ -42,7 +42,7 @@ const (
 	// $REGISTRY_V3_BIN, else registry in GOPATH's bin.
 	Distribution3 Impl = "distribution3"
 	// GGCR is go-containerregistry's registry with the OCI referrers API
-	// (internal/ggcrregistry), plain HTTP, no auth, blobs in memory:
+	// (internal/cmd/ggcrregistry), plain HTTP, no auth, blobs in memory:
 	// $REGISTRY_GGCR_BIN, else built once per test process.
 	GGCR Impl = "ggcr"
 )
@@ -548,7 +548,7 @@ var ggcrOnce struct {
 	err error
 }
 
-// buildGGCR builds internal/ggcrregistry once per process, into a
+// buildGGCR builds internal/cmd/ggcrregistry once per process, into a
 // temporary directory that stays for the process's life.
 func buildGGCR() (string, error) {
 	ggcrOnce.Do(func() {
@@ -558,7 +558,7 @@ func buildGGCR() (string, error) {
 			return
 		}
 		bin := filepath.Join(dir, "ggcrregistry")
-		cmd := exec.Command("go", "build", "-o", bin, "github.com/cnabio/cnab-relocate/internal/ggcrregistry")
+		cmd := exec.Command("go", "build", "-o", bin, "github.com/cnabio/cnab-relocate/internal/cmd/ggcrregistry")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			ggcrOnce.err = fmt.Errorf("%w: building ggcrregistry: %v\n%s", ErrNoRegistry, err, out)
 			return
