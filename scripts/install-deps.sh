@@ -3,8 +3,8 @@
 # demo needs none of it: it runs on go-containerregistry's registry in its own process): the CNCF
 # distribution registry 2.8 (Debian package docker-registry) and distribution v3.1.2 (built with
 # go install, about 90 s the first time), which internal/testkit/registrytest starts on random 127.0.0.1
-# ports with its own configuration, skopeo, tmux (the real terminal of the display test) and the
-# oras CLI. (go-containerregistry's registry, the third implementation the tests run, is built
+# ports with its own configuration, skopeo, tmux (the real terminal of the display test), the
+# oras CLI and cosign. (go-containerregistry's registry, the third implementation the tests run, is built
 # from this module by the tests.)
 #
 # It is idempotent: when /usr/bin/docker-registry is already there it only makes sure the packaged
@@ -77,6 +77,20 @@ if ! { [ -x "$ORAS_BIN" ] && "$ORAS_BIN" version 2>/dev/null | grep -q "${ORAS_V
 	GOBIN="$(dirname "$ORAS_BIN")" go install "oras.land/oras/cmd/oras@$ORAS_VERSION"
 	if [ "$(basename "$ORAS_BIN")" != oras ]; then
 		mv "$(dirname "$ORAS_BIN")/oras" "$ORAS_BIN"
+	fi
+fi
+
+# cosign, which e2e asks to sign images at the source and verify them after a --platform
+# relocation, offline (a key pair, no transparency log): $COSIGN_BIN, else GOPATH's bin, built with
+# go install from the Go module proxy when missing (a few minutes the first time: it is large).
+COSIGN_VERSION=v2.4.1
+COSIGN_BIN="${COSIGN_BIN:-$(go env GOPATH)/bin/cosign}"
+if ! { [ -x "$COSIGN_BIN" ] && "$COSIGN_BIN" version 2>/dev/null | grep -q "${COSIGN_VERSION}"; }; then
+	echo "install-deps: building cosign $COSIGN_VERSION into $(dirname "$COSIGN_BIN")" >&2
+	mkdir -p "$(dirname "$COSIGN_BIN")"
+	GOBIN="$(dirname "$COSIGN_BIN")" go install "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION"
+	if [ "$(basename "$COSIGN_BIN")" != cosign ]; then
+		mv "$(dirname "$COSIGN_BIN")/cosign" "$COSIGN_BIN"
 	fi
 fi
 
