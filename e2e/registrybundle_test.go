@@ -109,9 +109,13 @@ func TestRegistryBundleRoundTrip(t *testing.T) {
 	}
 	proxy.Reset()
 	pushed := proxy.Host + "/apps/published:1.0"
-	r2 := cli(t, nil, "fixup", src, "--repository-prefix", prefix, "--relocation-mapping", mapPath, "--push-bundle", pushed, "--output", "json")
+	r2 := cli(t, nil, "fixup", src, "--repository-prefix", prefix, "--relocation-mapping", mapPath, "--push-bundle", pushed, "--output", "json", "--debug")
 	if r2.code != 0 {
 		t.Fatalf("fixup --push-bundle exited %d", r2.code)
+	}
+	// Pull, relocate and push are one client's: one docker config read.
+	if n := strings.Count(r2.stderr, `msg="docker config read"`); n != 1 {
+		t.Errorf("fixup %s --push-bundle --debug read the docker config %d times, want once", src, n)
 	}
 	if !strings.Contains(r2.stdout, `"pushedBundle": "`+pushed+"@sha256:") {
 		t.Errorf("the JSON report does not name the pushed bundle: %s", r2.stdout)
@@ -151,8 +155,10 @@ func TestRegistryBundleRoundTrip(t *testing.T) {
 			t.Errorf("%s: %s not in the pushed bundle's repository: %v", ref, d, err)
 		}
 	}
-	if rv := cli(t, nil, "verify", "oci://"+pushed); rv.code != 0 {
+	if rv := cli(t, nil, "verify", "oci://"+pushed, "--debug"); rv.code != 0 {
 		t.Errorf("verify of the pushed bundle exited %d", rv.code)
+	} else if n := strings.Count(rv.stderr, `msg="docker config read"`); n != 1 {
+		t.Errorf("verify oci://%s --debug read the docker config %d times, want once (the pull and the checks are one client's)", pushed, n)
 	}
 
 	// export reads it too: an archive with the stored bundle.json.

@@ -9,7 +9,7 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
-	"github.com/cnabio/cnab-relocate/fixup"
+	canon "github.com/cnabio/cnab-relocate/internal/canonical"
 )
 
 // testdataDir is the repository's testdata/ (cnab-spec, real-bundles), found
@@ -70,7 +70,7 @@ func canonical(t testing.TB, data []byte) string {
 	if err := dec.Decode(&v); err != nil {
 		t.Fatal(err)
 	}
-	out, err := fixup.CanonicalJSON(v)
+	out, err := canon.JSON(v)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,8 @@ import (
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/cnabio/cnab-relocate/internal/canonical"
 )
 
 // Image types that relocation copies. An absent imageType means "oci", as
@@ -300,7 +302,7 @@ func (b *Bundle) rewrite(mapping map[string]string, digests map[string]digest.Di
 		}
 		set(lookupEntry(doc, img.Field))
 	}
-	return CanonicalJSON(doc)
+	return canonical.JSON(doc)
 }
 
 // lookupEntry finds the image entry named by field in doc.
@@ -328,18 +330,6 @@ func deepCopy(v any) any {
 		return s
 	}
 	return v
-}
-
-// CanonicalJSON encodes v as canonical JSON: compact, object keys sorted
-// bytewise at every level, no HTML escaping, numbers as written.
-func CanonicalJSON(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // Raw returns the bytes the bundle was parsed from, unchanged (CNAB

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 
-	"github.com/cnabio/cnab-relocate/resolver"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/remotes"
 	"github.com/distribution/reference"
@@ -18,15 +16,12 @@ import (
 // target or has another digest there.
 var ErrNotRelocated = errors.New("not relocated")
 
-// VerifyOptions configures Verify.
+// VerifyOptions configures the package-level Verify: the options of the
+// client that checks (of them, Verify reads Resolver or ResolverOptions,
+// Retries, Logger, and Jobs, the bound on concurrent checks). The zero
+// value works.
 type VerifyOptions struct {
-	// Resolver reaches the target registries. Nil means resolver.New with
-	// docker CLI credentials.
-	Resolver remotes.Resolver
-	// Jobs bounds concurrent checks. If <= 0, DefaultJobs is used.
-	Jobs int
-	// Logger receives debug records. Default: discard.
-	Logger *slog.Logger
+	ClientOptions
 }
 
 // Check is the verdict for one image.
@@ -46,17 +41,19 @@ type Check struct {
 // the bundle itself holds, as in a relocated bundle) with the digest the
 // bundle records. It returns one Check per distinct reference, and an
 // error wrapping ErrNotRelocated naming each image that is not in place.
+// It is NewClient(opts.ClientOptions), then Client.Verify.
 func Verify(ctx context.Context, b *Bundle, mapping map[string]string, opts VerifyOptions) ([]Check, error) {
-	if opts.Resolver == nil {
-		r, err := resolver.New(resolver.Options{Logger: opts.Logger})
-		if err != nil {
-			return nil, invalid(err)
-		}
-		opts.Resolver = r
+	c, err := NewClient(opts.ClientOptions)
+	if err != nil {
+		return nil, err
 	}
-	if opts.Jobs <= 0 {
-		opts.Jobs = DefaultJobs
-	}
+	return c.Verify(ctx, b, mapping)
+}
+
+// Verify checks that every relocatable image of b is in place, as the
+// package-level Verify does, with this client's resolver, at most
+// ClientOptions.Jobs checks at once.
+func (c *Client) Verify(ctx context.Context, b *Bundle, mapping map[string]string) ([]Check, error) {
 	ctx = withoutLogs(ctx)
 	images, _, err := distinctImages(b)
 	if err != nil {
@@ -65,28 +62,28 @@ func Verify(ctx context.Context, b *Bundle, mapping map[string]string, opts Veri
 	var checks []*Check
 	for _, e := range images {
 		img, want := e.Image, e.Digest
-		c := &Check{Source: img.Ref, Target: img.Ref, Want: want}
+		ck := &Check{Source: img.Ref, Target: img.Ref, Want: want}
 		if mapping != nil {
 			t, ok := mapping[img.Ref]
 			if !ok {
-				c.Err = fmt.Errorf("%w: %s: not in the relocation mapping", ErrNotRelocated, img.Ref)
-				checks = append(checks, c)
+				ck.Err = fmt.Errorf("%w: %s: not in the relocation mapping", ErrNotRelocated, img.Ref)
+				checks = append(checks, ck)
 				continue
 			}
-			c.Target = t
+			ck.Target = t
 		}
-		checks = append(checks, c)
+		checks = append(checks, ck)
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(opts.Jobs)
-	for _, c := range checks {
-		if c.Err != nil {
+	g.SetLimit(c.jobs)
+	for _, ck := range checks {
+		if ck.Err != nil {
 			continue
 		}
 		g.Go(func() error {
-			c.Got, c.Err = headTarget(gctx, opts.Resolver, c.Target, c.Want)
-			if c.Err == nil {
-				c.OK = true
+			ck.Got, ck.Err = headTarget(gctx, c.resolver, ck.Target, ck.Want)
+			if ck.Err == nil {
+				ck.OK = true
 			}
 			return nil
 		})
@@ -97,10 +94,10 @@ func Verify(ctx context.Context, b *Bundle, mapping map[string]string, opts Veri
 	}
 	out := make([]Check, len(checks))
 	var errs []error
-	for i, c := range checks {
-		out[i] = *c
-		if c.Err != nil {
-			errs = append(errs, c.Err)
+	for i, ck := range checks {
+		out[i] = *ck
+		if ck.Err != nil {
+			errs = append(errs, ck.Err)
 		}
 	}
 	return out, errors.Join(errs...)

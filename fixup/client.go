@@ -82,7 +82,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 // reading each image of entries where m says it is when m is not nil.
 func (c *Client) source(src Source, entries []PlanEntry, m relocation.ImageRelocationMap) (Source, error) {
 	if src == nil {
-		src = NewRegistrySource(c.resolver)
+		src = newRegistrySource(c.resolver)
 	}
 	if m == nil {
 		return src, nil
@@ -125,7 +125,7 @@ func (c *Client) Digest(ctx context.Context, ref string) (digest.Digest, error) 
 		return "", err
 	}
 	img := Image{Ref: ref, Named: n}
-	src := NewRegistrySource(c.resolver)
+	src := newRegistrySource(c.resolver)
 	desc, err := src.Resolve(withoutLogs(ctx), img, "")
 	if err != nil {
 		return "", sideError{ErrSource, fmt.Errorf("%s: resolving %s: %w", src.Name(img), ref, registryError(reference.Domain(n), err))}

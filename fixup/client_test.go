@@ -13,6 +13,7 @@ import (
 
 	"github.com/cnabio/cnab-relocate/internal/testkit/registrytest"
 	"github.com/cnabio/cnab-relocate/layout"
+	"github.com/cnabio/cnab-relocate/relocator"
 	"github.com/cnabio/cnab-relocate/resolver"
 )
 
@@ -209,5 +210,42 @@ func TestLayoutFindForms(t *testing.T) {
 	}
 	if _, err := l.Find("2.0"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Find(2.0) = %v, want ErrNotFound", err)
+	}
+}
+
+// TestCallEvents: a call's OnEvent replaces the client's for that call
+// only; calls without one (Export here) report to the client's.
+func TestCallEvents(t *testing.T) {
+	ctx := context.Background()
+	src, dst := registrytest.StartMemory(false), registrytest.StartMemory(false)
+	defer src.Close()
+	defer dst.Close()
+	img, err := src.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "vendor/app", Tag: "1", Layers: []int{512}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Parse([]byte(`{"invocationImages": [{"image": "` + img.Ref(src.Host) + `"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := relocator.New(relocator.OneToOne, dst.Host+"/team")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var client, call []EventKind
+	c := newTestClient(t, ClientOptions{OnEvent: func(e Event) { client = append(client, e.Kind) }})
+	if _, err := c.Relocate(ctx, b, RelocateCall{Mapping: m, OnEvent: func(e Event) { call = append(call, e.Kind) }}); err != nil {
+		t.Fatal(err)
+	}
+	if len(client) != 0 || !slices.Contains(call, ImageDone) {
+		t.Errorf("Relocate with its own sink: the client's heard %v, the call's %v; want none, and image-done", client, call)
+	}
+	res, err := c.Export(ctx, b, ExportCall{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	if !slices.Contains(client, ImageDone) {
+		t.Errorf("Export without a sink: the client's heard %v, want image-done", client)
 	}
 }

@@ -17,9 +17,10 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/cnabio/cnab-relocate/layout"
+	"github.com/cnabio/cnab-to-oci/relocation"
 )
 
-// A delta export (ExportOptions.Bases) leaves out of the archive every
+// A delta export (ExportCall.Bases) leaves out of the archive every
 // blob and manifest a base archive holds, and records them in
 // layout.DeltaFile; its relocation (Relocate from a delta's ArchiveSource)
 // checks, before anything is pushed, that each is in the target where the
@@ -28,9 +29,9 @@ import (
 // bases reads the bases at paths: each archive once as a stream (see
 // layout.ReadHoldings), each thin bundle (a bundle.json, not an archive)
 // by the manifests of its images in their registries, read where
-// opts.SourceMapping says they are when it is given (see thinBase). A base
+// sourceMapping says they are when it is given (see thinBase). A base
 // that cannot be read is an input error naming it.
-func bases(ctx context.Context, paths []string, opts ExportOptions) ([]layout.Base, []*layout.Holdings, error) {
+func (c *Client) bases(ctx context.Context, paths []string, sourceMapping relocation.ImageRelocationMap) ([]layout.Base, []*layout.Holdings, error) {
 	var out []layout.Base
 	var holds []*layout.Holdings
 	for _, p := range paths {
@@ -44,7 +45,7 @@ func bases(ctx context.Context, paths []string, opts ExportOptions) ([]layout.Ba
 			h, err = layout.ReadHoldings(ctx, p)
 		default:
 			thin = true
-			if h, err = thinBase(ctx, p, opts); err != nil {
+			if h, err = c.thinBase(ctx, p, sourceMapping); err != nil {
 				if errors.Is(err, ErrInvalidInput) {
 					return nil, nil, invalid(fmt.Errorf("base %s: %w", p, err))
 				}
@@ -72,10 +73,10 @@ func bases(ctx context.Context, paths []string, opts ExportOptions) ([]layout.Ba
 
 // thinBase is what the thin bundle at path holds: every blob and manifest
 // of its images (their referrers' too), found by fetching their manifests
-// from their registries (no blob is fetched), through opts.SourceMapping
+// from their registries (no blob is fetched), through sourceMapping
 // when it is given, which must then map the base's images too. Its digest
 // and size are bundle.json's.
-func thinBase(ctx context.Context, path string, opts ExportOptions) (*layout.Holdings, error) {
+func (c *Client) thinBase(ctx context.Context, path string, sourceMapping relocation.ImageRelocationMap) (*layout.Holdings, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, invalid(fmt.Errorf("%w: %v", ErrInvalidBundle, unwrapPathErr(err)))
@@ -84,9 +85,8 @@ func thinBase(ctx context.Context, path string, opts ExportOptions) (*layout.Hol
 	if err != nil {
 		return nil, invalid(err)
 	}
-	co := opts.ClientOptions
-	co.OnEvent = nil // the base's images are not the export's
-	res, err := Export(ctx, b, ExportOptions{ClientOptions: co, SourceMapping: opts.SourceMapping, DryRun: true})
+	// The base's images are not the export's: no events.
+	res, err := c.Export(ctx, b, ExportCall{SourceMapping: sourceMapping, DryRun: true, OnEvent: noEvents})
 	if err != nil {
 		return nil, err
 	}

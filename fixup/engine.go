@@ -25,6 +25,7 @@ type engine struct {
 	dst     target
 	mapping *relocator.Mapping // maps a job without a target once its digest is known
 	policy  retry.Policy
+	onEvent func(Event) // the call's event sink, or nil
 
 	evMu sync.Mutex
 	// refused holds, by target host, the error of the first sparse index
@@ -34,22 +35,35 @@ type engine struct {
 
 func (c *Client) engine(src Source, dst target, m *relocator.Mapping) *engine {
 	if src == nil {
-		src = NewRegistrySource(c.resolver)
+		src = newRegistrySource(c.resolver)
 	}
-	return &engine{c: c, src: src, dst: dst, mapping: m, policy: retry.Policy{
+	return &engine{c: c, src: src, dst: dst, mapping: m, onEvent: c.opts.OnEvent, policy: retry.Policy{
 		Retries: c.retries,
 		Logger:  c.logger,
 	}}
 }
 
+// events makes f, when not nil, the run's event sink instead of the
+// client's (ClientOptions.OnEvent); noEvents silences a run.
+func (e *engine) events(f func(Event)) *engine {
+	if f != nil {
+		e.onEvent = f
+	}
+	return e
+}
+
+// noEvents is the sink of a run whose copies are not the caller's images
+// (a base's manifests, a bundle's own artifact).
+func noEvents(Event) {}
+
 func (e *engine) emit(ev Event) {
-	if e.c.opts.OnEvent == nil {
+	if e.onEvent == nil {
 		return
 	}
 	ev.Time = time.Now()
 	e.evMu.Lock()
 	defer e.evMu.Unlock()
-	e.c.opts.OnEvent(ev)
+	e.onEvent(ev)
 }
 
 func (e *engine) failJob(j *job, err error) {

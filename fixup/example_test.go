@@ -87,6 +87,53 @@ func ExampleRelocate() {
 	// same digest: true
 }
 
+// A whole job on one client: relocate (its events go to this call's
+// sink), then verify the relocated bundle, with one set of credentials,
+// token caches and connections.
+func ExampleClient_Relocate() {
+	ctx := context.Background()
+	src, dst := startRegistries()
+	defer src.Close()
+	defer dst.Close()
+	img, err := src.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "vendor/app", Tag: "1.0", Layers: []int{1024}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	b, err := fixup.Parse([]byte(`{"invocationImages": [{"image": "` + img.Ref(src.Host) + `"}]}`))
+	if err != nil {
+		log.Fatal(err)
+	}
+	m, err := relocator.New(relocator.OneToOne, dst.Host+"/team")
+	if err != nil {
+		log.Fatal(err)
+	}
+	c, err := fixup.NewClient(fixup.ClientOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	done := 0
+	res, err := c.Relocate(ctx, b, fixup.RelocateCall{
+		Mapping: m,
+		OnEvent: func(e fixup.Event) {
+			if e.Kind == fixup.ImageDone {
+				done++
+			}
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	checks, err := c.Verify(ctx, b, res.Mapping)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("images done:", done)
+	fmt.Println("in place:", checks[0].OK, checks[0].Got == img.Root.Digest)
+	// Output:
+	// images done: 1
+	// in place: true true
+}
+
 // OnEvent reports progress: images started and done, blobs copied, mounted
 // or already present. The in-process registry shares blobs between
 // repositories, so the layer both images have is copied once and found

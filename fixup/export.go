@@ -11,16 +11,16 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// ExportOptions configures Export and ExportArchive: a client's options
-// and the source. The zero value works.
-type ExportOptions struct {
-	ClientOptions
+// ExportCall is one Client.Export or Client.ExportArchive: where the
+// images come from, how the archive is written, and who hears of it. The
+// zero value works.
+type ExportCall struct {
 	// Source is where content comes from. Nil means the registries named
 	// by the image references, through the client's resolver; a thick
 	// bundle's layout (to re-pack it) is LayoutSource.
 	Source Source
 	// SourceMapping says where the bundle's images are now, as for
-	// Options.SourceMapping. The layout names them by the bundle's
+	// RelocateCall.SourceMapping. The layout names them by the bundle's
 	// references all the same: the archive needs no mapping.
 	SourceMapping relocation.ImageRelocationMap
 	// SplitSize, when more than 0, makes ExportArchive write the archive as
@@ -34,8 +34,9 @@ type ExportOptions struct {
 	// manifest one of these holds (thick bundle archives, split ones too,
 	// each read once as a stream: layout.ReadHoldings; or thin bundles,
 	// whose images are read in their registries, through SourceMapping
-	// when it is given, manifests only) is left out of the layout, which still names every image, and
-	// ExportArchive records them in layout.DeltaFile (ExportResult.Delta).
+	// when it is given, manifests only) is left out of the layout, which
+	// still names every image, and ExportArchive records them in
+	// layout.DeltaFile (ExportResult.Delta).
 	Bases []string
 	// DryRun makes Export fetch the manifests only (no blob is fetched or
 	// written) and list in ExportResult.Blobs what the archive would hold
@@ -44,6 +45,28 @@ type ExportOptions struct {
 	// OnDelta, when not nil, is called by ExportArchive with the record of
 	// a delta export once the archive is in place.
 	OnDelta func(*layout.Delta)
+	// OnEvent receives this call's progress events, as
+	// ClientOptions.OnEvent does; nil means the client's.
+	OnEvent func(Event)
+}
+
+// ExportOptions configures the package-level Export and ExportArchive: a
+// client's options and one call's (their fields as in ExportCall). The
+// zero value works.
+type ExportOptions struct {
+	ClientOptions
+	Source        Source
+	SourceMapping relocation.ImageRelocationMap
+	SplitSize     int64
+	OnPart        func(layout.Part)
+	Bases         []string
+	DryRun        bool
+	OnDelta       func(*layout.Delta)
+}
+
+func (o ExportOptions) call() ExportCall {
+	return ExportCall{Source: o.Source, SourceMapping: o.SourceMapping, SplitSize: o.SplitSize,
+		OnPart: o.OnPart, Bases: o.Bases, DryRun: o.DryRun, OnDelta: o.OnDelta}
 }
 
 // ExportResult is the outcome of Export: an image layout in a temporary
@@ -88,22 +111,30 @@ func (r *ExportResult) Close() error {
 // that the registry does not serve is an error naming the image. When any
 // image fails, Export removes the layout and returns an error naming each
 // failed image, with the result still listing them. The caller must Close
-// the result.
-func Export(ctx context.Context, b *Bundle, opts ExportOptions) (_ *ExportResult, err error) {
-	if opts.PlatformIndex == RewriteIndex {
-		// The archive's bundle.json is the bundle as it is: its digests
-		// must stay, and a layout takes sparse indexes.
-		return nil, invalid(fmt.Errorf("export keeps every index as it is: RewriteIndex is for a registry target"))
-	}
+// the result. It is NewClient(opts.ClientOptions), then Client.Export.
+func Export(ctx context.Context, b *Bundle, opts ExportOptions) (*ExportResult, error) {
 	c, err := NewClient(opts.ClientOptions)
 	if err != nil {
 		return nil, err
+	}
+	return c.Export(ctx, b, opts.call())
+}
+
+// Export fetches every relocatable image of b into an OCI image layout in a
+// new directory, as the package-level Export does, with this client's
+// options. A client with RewriteIndex is refused: an export keeps every
+// index as it is.
+func (c *Client) Export(ctx context.Context, b *Bundle, call ExportCall) (_ *ExportResult, err error) {
+	if c.opts.PlatformIndex == RewriteIndex {
+		// The archive's bundle.json is the bundle as it is: its digests
+		// must stay, and a layout takes sparse indexes.
+		return nil, invalid(fmt.Errorf("export keeps every index as it is: RewriteIndex is for a registry target"))
 	}
 	images, skipped, err := distinctImages(b)
 	if err != nil {
 		return nil, err
 	}
-	baseList, holds, err := bases(ctx, opts.Bases, opts)
+	baseList, holds, err := c.bases(ctx, call.Bases, call.SourceMapping)
 	if err != nil {
 		return nil, err
 	}
@@ -120,12 +151,12 @@ func Export(ctx context.Context, b *Bundle, opts ExportOptions) (_ *ExportResult
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrOutput, err)
 	}
-	src, err := c.source(opts.Source, images, opts.SourceMapping)
+	src, err := c.source(call.Source, images, call.SourceMapping)
 	if err != nil {
 		return nil, err
 	}
 	held := func(d digest.Digest) bool { return heldBy(holds, d) >= 0 }
-	e := c.engine(src, exportTarget{layoutTarget: layoutTarget{store: store}, held: held, dry: opts.DryRun}, nil)
+	e := c.engine(src, exportTarget{layoutTarget: layoutTarget{store: store}, held: held, dry: call.DryRun}, nil).events(call.OnEvent)
 	jobs := make([]*job, len(images))
 	for i, p := range images {
 		jobs[i] = newJob(p.Image, p.Digest)
@@ -162,15 +193,27 @@ func Export(ctx context.Context, b *Bundle, opts ExportOptions) (_ *ExportResult
 // With opts.SplitSize it is written as parts out.000, out.001, ... instead,
 // all or none, reported to opts.OnPart. With opts.Bases it is a delta:
 // what the bases hold is left out and recorded in layout.DeltaFile.
-// bundleJSON should be the bytes b was parsed from.
+// bundleJSON should be the bytes b was parsed from. It is
+// NewClient(opts.ClientOptions), then Client.ExportArchive.
 func ExportArchive(ctx context.Context, b *Bundle, bundleJSON []byte, out string, opts ExportOptions) error {
+	c, err := NewClient(opts.ClientOptions)
+	if err != nil {
+		return err
+	}
+	return c.ExportArchive(ctx, b, bundleJSON, out, opts.call())
+}
+
+// ExportArchive exports b's images and writes the thick bundle archive
+// out, as the package-level ExportArchive does, with this client's
+// options.
+func (c *Client) ExportArchive(ctx context.Context, b *Bundle, bundleJSON []byte, out string, call ExportCall) error {
 	if out == "" {
 		return invalid(errors.New("fixup: ExportArchive needs an output path"))
 	}
-	if opts.DryRun {
+	if call.DryRun {
 		return invalid(errors.New("fixup: ExportArchive writes an archive: call Export for a dry run"))
 	}
-	res, err := Export(ctx, b, opts)
+	res, err := c.Export(ctx, b, call)
 	if err != nil {
 		return err
 	}
@@ -186,26 +229,26 @@ func ExportArchive(ctx context.Context, b *Bundle, bundleJSON []byte, out string
 		}
 		extra = append(extra, layout.File{Name: layout.DeltaFile, Data: data})
 	}
-	if opts.SplitSize > 0 {
-		parts, err := layout.WriteSplitArchive(out, opts.SplitSize, bundleJSON, res.Dir, extra...)
+	if call.SplitSize > 0 {
+		parts, err := layout.WriteSplitArchive(out, call.SplitSize, bundleJSON, res.Dir, extra...)
 		if err != nil {
 			return fmt.Errorf("%w %s: %w", ErrOutput, out, err)
 		}
 		for _, p := range parts {
-			if opts.OnPart != nil {
-				opts.OnPart(p)
+			if call.OnPart != nil {
+				call.OnPart(p)
 			}
 		}
-		if res.Delta != nil && opts.OnDelta != nil {
-			opts.OnDelta(res.Delta)
+		if res.Delta != nil && call.OnDelta != nil {
+			call.OnDelta(res.Delta)
 		}
 		return nil
 	}
 	if err := layout.WriteArchive(out, bundleJSON, res.Dir, extra...); err != nil {
 		return fmt.Errorf("%w %s: %w", ErrOutput, out, err)
 	}
-	if res.Delta != nil && opts.OnDelta != nil {
-		opts.OnDelta(res.Delta)
+	if res.Delta != nil && call.OnDelta != nil {
+		call.OnDelta(res.Delta)
 	}
 	return nil
 }

@@ -70,7 +70,7 @@ func TestRelocateUntaggedIsLatest(t *testing.T) {
 				}
 				var events []Event
 				c := newTestClient(t, ClientOptions{OnEvent: func(e Event) { events = append(events, e) }})
-				res, err := c.relocate(ctx, b, Options{Mapping: m})
+				res, err := c.Relocate(ctx, b, RelocateCall{Mapping: m})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -115,7 +115,7 @@ func TestRelocateUntaggedIsLatest(t *testing.T) {
 
 				// verify: the original bundle with its mapping, and the
 				// rewritten bundle on its own.
-				if _, err := Verify(ctx, b, res.Mapping, VerifyOptions{Resolver: c.resolver}); err != nil {
+				if _, err := Verify(ctx, b, res.Mapping, VerifyOptions{ClientOptions{Resolver: c.resolver}}); err != nil {
 					t.Errorf("verify with the mapping: %v", err)
 				}
 				out, err := b.Rewrite(res.Mapping, res.Digests)
@@ -126,13 +126,13 @@ func TestRelocateUntaggedIsLatest(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if _, err := Verify(ctx, rb, nil, VerifyOptions{Resolver: c.resolver}); err != nil {
+				if _, err := Verify(ctx, rb, nil, VerifyOptions{ClientOptions{Resolver: c.resolver}}); err != nil {
 					t.Errorf("verify of the rewritten bundle: %v", err)
 				}
 
 				// A rerun finds every image in place.
 				events = nil
-				if _, err := c.relocate(ctx, b, Options{Mapping: m}); err != nil {
+				if _, err := c.Relocate(ctx, b, RelocateCall{Mapping: m}); err != nil {
 					t.Fatal(err)
 				}
 				present := 0
@@ -177,7 +177,7 @@ func TestRelocateUntaggedLatestMoved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = newTestClient(t, ClientOptions{}).relocate(ctx, b, Options{Mapping: m})
+	_, err = newTestClient(t, ClientOptions{}).Relocate(ctx, b, RelocateCall{Mapping: m})
 	if !errors.Is(err, ErrDigestMismatch) || !strings.Contains(err.Error(), now.Root.Digest.String()) {
 		t.Fatalf("err = %v, want a digest mismatch naming what :latest holds (%s)", err, now.Root.Digest)
 	}
@@ -219,7 +219,7 @@ func TestRelocateUntaggedTagsAnOldRelocation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.relocate(ctx, b, Options{Mapping: m}); err != nil {
+	if _, err := c.Relocate(ctx, b, RelocateCall{Mapping: m}); err != nil {
 		t.Fatal(err)
 	}
 	if tags, err := dst.Client().Tags(ctx, reference.Path(target)); err != nil || !slices.Equal(tags, []string{"latest"}) {

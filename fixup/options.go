@@ -77,22 +77,16 @@ type ClientOptions struct {
 	Logger *slog.Logger
 }
 
-// Options configures Relocate: a client's options, the mapping and the
-// source. Only Mapping is required.
+// Options configures the package-level Relocate: a client's options and
+// one call's (their fields as in RelocateCall). Only Mapping is required.
 type Options struct {
 	ClientOptions
 	// Mapping decides each image's target reference. Required.
 	Mapping *relocator.Mapping
-	// Source is where content comes from. Nil means the registries named
-	// by the image references, through the client's resolver; a thick
-	// bundle's layout is LayoutSource.
+	// Source is where content comes from (see RelocateCall.Source).
 	Source Source
-	// SourceMapping, when not nil, is a CNAB relocation mapping saying
-	// where the bundle's images are now (they were relocated before): each
-	// image is read from Source at its mapped reference. Target names are
-	// still computed from the bundle's own references, so they do not
-	// depend on how many hops came before, and Result.Mapping is keyed by
-	// them. Every relocatable image must be mapped (else ErrNotMapped).
+	// SourceMapping says where the bundle's images are now (see
+	// RelocateCall.SourceMapping).
 	SourceMapping relocation.ImageRelocationMap
 }
 

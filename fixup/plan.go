@@ -30,15 +30,6 @@ type PlanEntry struct {
 	Target reference.Named
 }
 
-// TargetString is the relocated reference, or a placeholder saying the
-// digest is resolved when copying.
-func (p PlanEntry) TargetString(m *relocator.Mapping) string {
-	if p.Target != nil {
-		return p.Target.String()
-	}
-	return m.Repository() + "@<digest resolved when copying>"
-}
-
 // NewPlan maps every relocatable image of b. It fails, with ErrInvalidInput,
 // when an image's digest is invalid or when two source repositories would
 // share a target repository.

@@ -26,7 +26,7 @@ type Referrer struct {
 }
 
 // ReferrerSource is a Source that can find the artifacts referring to a
-// manifest of an image. RegistrySource and LayoutSource are.
+// manifest of an image. registrySource and LayoutSource are.
 type ReferrerSource interface {
 	Referrers(ctx context.Context, img Image, subject digest.Digest) ([]Referrer, error)
 }
@@ -61,7 +61,7 @@ func referrerTags(subject digest.Digest) []string {
 	return tags
 }
 
-// registryAPI is what RegistrySource needs of a resolver beyond
+// registryAPI is what registrySource needs of a resolver beyond
 // containerd's: resolver.Resolver has it.
 type registryAPI interface {
 	Tags(ctx context.Context, repo string) ([]string, error)
@@ -216,7 +216,7 @@ func (c *tagCache) get(ctx context.Context, api registryAPI, repo string) ([]str
 // per repository. A resolver that cannot list tags and referrers (one
 // other than resolver.Resolver) searches nothing: the image's result says
 // so (ImageResult.ReferrersSearched).
-func (s RegistrySource) Referrers(ctx context.Context, img Image, subject digest.Digest) ([]Referrer, error) {
+func (s registrySource) Referrers(ctx context.Context, img Image, subject digest.Digest) ([]Referrer, error) {
 	api, ok := s.Resolver.(registryAPI)
 	if !ok {
 		return nil, errNoReferrerListing

@@ -536,7 +536,7 @@ func TestRelocateReferrersDisabled(t *testing.T) {
 	}
 }
 
-// fakeReferrerAPI is a resolver with canned answers for RegistrySource.
+// fakeReferrerAPI is a resolver with canned answers for registrySource.
 type fakeReferrerAPI struct {
 	remotes.Resolver // nil: only Resolve is called
 	tags             []string
@@ -568,7 +568,7 @@ func (f *fakeReferrerAPI) Referrers(ctx context.Context, repo string, subject di
 }
 
 // TestRegistrySourceReferrers: which of the API's answer and the tag
-// schema tags RegistrySource.Referrers returns.
+// schema tags registrySource.Referrers returns.
 func TestRegistrySourceReferrers(t *testing.T) {
 	subject := digest.FromString("image")
 	repo := "registry.example.com/team/app"
@@ -622,7 +622,7 @@ func TestRegistrySourceReferrers(t *testing.T) {
 			if tc.api.resolved == nil {
 				tc.api.resolved = resolved
 			}
-			got, err := RegistrySource{Resolver: tc.api}.Referrers(context.Background(), img, subject)
+			got, err := registrySource{Resolver: tc.api}.Referrers(context.Background(), img, subject)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v; want one containing %q", err, tc.wantErr)
@@ -643,7 +643,7 @@ func TestRegistrySourceReferrers(t *testing.T) {
 
 	t.Run("tags listed once per repository", func(t *testing.T) {
 		api := &fakeReferrerAPI{tags: allTags, resolved: resolved}
-		src := NewRegistrySource(api)
+		src := newRegistrySource(api)
 		// The second subject has no tags: nothing to resolve.
 		for _, s := range []digest.Digest{subject, digest.FromString("untagged"), subject} {
 			if _, err := src.Referrers(context.Background(), img, s); err != nil {
@@ -662,7 +662,7 @@ func TestRegistrySourceReferrers(t *testing.T) {
 	})
 
 	t.Run("a resolver without the API says it cannot search", func(t *testing.T) {
-		got, err := RegistrySource{Resolver: plainResolver{}}.Referrers(context.Background(), img, subject)
+		got, err := registrySource{Resolver: plainResolver{}}.Referrers(context.Background(), img, subject)
 		if got != nil || !errors.Is(err, errNoReferrerListing) {
 			t.Errorf("Referrers = %v, %v; want none and errNoReferrerListing", got, err)
 		}

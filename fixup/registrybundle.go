@@ -23,9 +23,9 @@ import (
 // maxBundleSize bounds a bundle read from a registry.
 const maxBundleSize = 64 << 20
 
-// BundleScheme prefixes a bundle kept in a registry where a path is
+// bundleScheme prefixes a bundle kept in a registry where a path is
 // expected: "oci://registry.corp/team/app:1.0".
-const BundleScheme = "oci://"
+const bundleScheme = "oci://"
 
 // PullBundle reads the bundle ref names, kept in a registry in
 // cnab-to-oci's format (docker-app, `cnab-to-oci push`, `porter publish`):
@@ -43,7 +43,7 @@ func (c *Client) PullBundle(ctx context.Context, ref string) (*Bundle, relocatio
 		return nil, nil, err
 	}
 	img := Image{Ref: ref, Named: n}
-	src := NewRegistrySource(c.resolver)
+	src := newRegistrySource(c.resolver)
 	host := reference.Domain(n)
 	fail := func(what string, err error) error {
 		if errors.Is(err, ErrInvalidInput) {
@@ -94,12 +94,12 @@ func (c *Client) PullBundle(ctx context.Context, ref string) (*Bundle, relocatio
 	}
 	b, err := Parse(raw)
 	if err != nil {
-		return nil, nil, invalid(fmt.Errorf("%s%s: bundle.json: %w", BundleScheme, ref, err))
+		return nil, nil, invalid(fmt.Errorf("%s%s: bundle.json: %w", bundleScheme, ref, err))
 	}
-	b.path = BundleScheme + ref
+	b.path = bundleScheme + ref
 	var cb bundle.Bundle
 	if err := json.Unmarshal(raw, &cb); err != nil {
-		return nil, nil, invalid(fmt.Errorf("%w %s%s: %v", ErrInvalidBundle, BundleScheme, ref, err))
+		return nil, nil, invalid(fmt.Errorf("%w %s%s: %v", ErrInvalidBundle, bundleScheme, ref, err))
 	}
 	located, err := converter.GenerateRelocationMap(&idx, &cb, n)
 	if err != nil {
@@ -219,7 +219,7 @@ func (c *Client) PushBundle(ctx context.Context, b *Bundle, ref string, images r
 	root := node{desc: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageIndex, Digest: digest.FromBytes(idxData), Size: int64(len(idxData))}, data: idxData}
 
 	e := c.engine(nil, c.registryTarget(), nil)
-	j := newJob(Image{Ref: BundleScheme + ref, Named: n}, root.desc.Digest)
+	j := newJob(Image{Ref: bundleScheme + ref, Named: n}, root.desc.Digest)
 	j.target = n
 	if err := e.mapTarget(j, root.desc.Digest); err != nil {
 		return ocispec.Descriptor{}, err

@@ -93,11 +93,11 @@ func TestSourceMappingUnmapped(t *testing.T) {
 	b, _ := Parse([]byte(`{"invocationImages":[{"image":"127.0.0.1:1/a:1"}],"images":{"b":{"image":"127.0.0.1:1/b:1"},"v":{"imageType":"vm","image":"x"}}}`))
 	m, _ := relocator.New(relocator.OneToOne, "127.0.0.1:2/team")
 	c := newTestClient(t, ClientOptions{})
-	_, err := c.relocate(context.Background(), b, Options{Mapping: m, SourceMapping: map[string]string{"127.0.0.1:1/a:1": "127.0.0.1:3/a:1"}})
+	_, err := c.Relocate(context.Background(), b, RelocateCall{Mapping: m, SourceMapping: map[string]string{"127.0.0.1:1/a:1": "127.0.0.1:3/a:1"}})
 	if !errors.Is(err, ErrNotMapped) || !errors.Is(err, ErrInvalidInput) || !strings.Contains(err.Error(), "127.0.0.1:1/b:1 (images.b)") || strings.Contains(err.Error(), "vm") {
 		t.Errorf("got %v, want ErrNotMapped naming images.b only", err)
 	}
-	_, err = c.relocate(context.Background(), b, Options{Mapping: m, SourceMapping: map[string]string{"127.0.0.1:1/a:1": "not a ref!", "127.0.0.1:1/b:1": "127.0.0.1:3/b:1"}})
+	_, err = c.Relocate(context.Background(), b, RelocateCall{Mapping: m, SourceMapping: map[string]string{"127.0.0.1:1/a:1": "not a ref!", "127.0.0.1:1/b:1": "127.0.0.1:3/b:1"}})
 	if !errors.Is(err, ErrInvalidImage) || !strings.Contains(err.Error(), "not a ref!") {
 		t.Errorf("got %v, want ErrInvalidImage naming the bad mapped reference", err)
 	}

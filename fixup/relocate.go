@@ -5,10 +5,13 @@ import (
 	"errors"
 	"io"
 
+	"github.com/cnabio/cnab-to-oci/relocation"
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sirupsen/logrus"
+
+	"github.com/cnabio/cnab-relocate/relocator"
 )
 
 // discardLogger silences containerd's logging.
@@ -27,12 +30,33 @@ func withoutLogs(ctx context.Context) context.Context {
 	return log.WithLogger(ctx, discardLogger)
 }
 
+// RelocateCall is one Client.Relocate: where the images go, where they
+// come from, and who hears of it. Only Mapping is required.
+type RelocateCall struct {
+	// Mapping decides each image's target reference. Required.
+	Mapping *relocator.Mapping
+	// Source is where content comes from. Nil means the registries named
+	// by the image references, through the client's resolver; a thick
+	// bundle is ArchiveSource, an image layout LayoutSource.
+	Source Source
+	// SourceMapping, when not nil, is a CNAB relocation mapping saying
+	// where the bundle's images are now (they were relocated before): each
+	// image is read from Source at its mapped reference. Target names are
+	// still computed from the bundle's own references, so they do not
+	// depend on how many hops came before, and Result.Mapping is keyed by
+	// them. Every relocatable image must be mapped (else ErrNotMapped).
+	SourceMapping relocation.ImageRelocationMap
+	// OnEvent receives this call's progress events, as
+	// ClientOptions.OnEvent does; nil means the client's.
+	OnEvent func(Event)
+}
+
 // Relocate copies every relocatable image of b to the target its mapping
 // gives, preserving digests, and returns the relocation mapping. It writes
 // no file. When some images fail, the returned error names each of them and
 // the Result still reports what was done, so a rerun resumes from it.
 // Relocate is safe for concurrent use; it honours ctx cancellation. It is
-// NewClient(opts.ClientOptions) and one run of the client's engine.
+// NewClient(opts.ClientOptions), then Client.Relocate.
 func Relocate(ctx context.Context, b *Bundle, opts Options) (*Result, error) {
 	if opts.Mapping == nil {
 		return nil, invalid(errors.New("fixup: Options.Mapping is required"))
@@ -41,19 +65,24 @@ func Relocate(ctx context.Context, b *Bundle, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.relocate(ctx, b, opts)
+	return c.Relocate(ctx, b, RelocateCall{Mapping: opts.Mapping, Source: opts.Source, SourceMapping: opts.SourceMapping})
 }
 
-func (c *Client) relocate(ctx context.Context, b *Bundle, opts Options) (*Result, error) {
-	plan, err := NewPlan(b, opts.Mapping)
+// Relocate copies every relocatable image of b to the target call.Mapping
+// gives, as the package-level Relocate does, with this client's options.
+func (c *Client) Relocate(ctx context.Context, b *Bundle, call RelocateCall) (*Result, error) {
+	if call.Mapping == nil {
+		return nil, invalid(errors.New("fixup: RelocateCall.Mapping is required"))
+	}
+	plan, err := NewPlan(b, call.Mapping)
 	if err != nil {
 		return nil, err
 	}
-	src, err := c.source(opts.Source, plan.Entries, opts.SourceMapping)
+	src, err := c.source(call.Source, plan.Entries, call.SourceMapping)
 	if err != nil {
 		return nil, err
 	}
-	e := c.engine(src, c.registryTarget(), opts.Mapping)
+	e := c.engine(src, c.registryTarget(), call.Mapping).events(call.OnEvent)
 	jobs := make([]*job, len(plan.Entries))
 	for i, p := range plan.Entries {
 		jobs[i] = newJob(p.Image, p.Digest)

@@ -32,12 +32,12 @@ type Source interface {
 	Name(img Image) string
 }
 
-// RegistrySource reads images from the registries their references name.
-// The zero value of its unexported fields works; NewRegistrySource adds a
-// cache so each repository's tags are listed once, and, with a resolver
-// that can GET a manifest (resolver.Resolver), resolves an image's root and
-// reads it in one request.
-type RegistrySource struct {
+// registrySource reads images from the registries their references name,
+// through the client's resolver (a nil Source): made by newRegistrySource,
+// it lists each repository's tags once and, with a resolver that can GET a
+// manifest (resolver.Resolver), resolves an image's root and reads it in
+// one request.
+type registrySource struct {
 	Resolver remotes.Resolver
 
 	tags *tagCache
@@ -46,13 +46,13 @@ type RegistrySource struct {
 	roots *sync.Map
 }
 
-// NewRegistrySource returns a RegistrySource that lists each repository's
+// newRegistrySource returns a registrySource that lists each repository's
 // tags (for referrers) once.
-func NewRegistrySource(r remotes.Resolver) RegistrySource {
-	return RegistrySource{Resolver: r, tags: &tagCache{}, roots: &sync.Map{}}
+func newRegistrySource(r remotes.Resolver) registrySource {
+	return registrySource{Resolver: r, tags: &tagCache{}, roots: &sync.Map{}}
 }
 
-// manifestGetter is what RegistrySource needs of a resolver to resolve and
+// manifestGetter is what registrySource needs of a resolver to resolve and
 // read a root in one request: resolver.Resolver has it.
 type manifestGetter interface {
 	Manifest(ctx context.Context, repo, ref string) (ocispec.Descriptor, []byte, error)
@@ -66,7 +66,7 @@ type manifestGetter interface {
 // Resolve asks with a HEAD, so that a rerun that finds the image in place
 // costs no manifest GET (registries such as Docker Hub count those as
 // pulls, not HEADs).
-func (s RegistrySource) Resolve(ctx context.Context, img Image, want digest.Digest) (ocispec.Descriptor, error) {
+func (s registrySource) Resolve(ctx context.Context, img Image, want digest.Digest) (ocispec.Descriptor, error) {
 	name := reference.TrimNamed(img.Named).String()
 	var ref string
 	switch r := img.Named.(type) {
@@ -108,7 +108,7 @@ func (s RegistrySource) Resolve(ctx context.Context, img Image, want digest.Dige
 
 // Fetcher returns the resolver's fetcher for img's repository; the root
 // Resolve read comes from memory, once.
-func (s RegistrySource) Fetcher(ctx context.Context, img Image) (remotes.Fetcher, error) {
+func (s registrySource) Fetcher(ctx context.Context, img Image) (remotes.Fetcher, error) {
 	name := reference.TrimNamed(img.Named).String()
 	f, err := s.Resolver.Fetcher(ctx, name)
 	if err != nil {
@@ -137,11 +137,11 @@ func (f primedFetcher) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.R
 }
 
 // Location returns img's registry host and repository path.
-func (s RegistrySource) Location(img Image) (string, string) {
+func (s registrySource) Location(img Image) (string, string) {
 	return reference.Domain(img.Named), reference.Path(img.Named)
 }
 
 // Name returns the registry host of img.
-func (s RegistrySource) Name(img Image) string {
+func (s registrySource) Name(img Image) string {
 	return "source registry " + reference.Domain(img.Named)
 }

@@ -25,7 +25,8 @@ const indexServer = "https://index.docker.io/v1/"
 // the docker CLI does, and remembers what it found per host so that a
 // credential helper runs once per host and run.
 type credentials struct {
-	file *configfile.ConfigFile
+	file  *configfile.ConfigFile
+	found bool // the file exists
 
 	mu    sync.Mutex
 	cache map[string]credential
@@ -83,7 +84,7 @@ func loadCredentials(dir string) (*credentials, error) {
 			cf.CredentialHelpers[h] = v
 		}
 	}
-	c.file = cf
+	c.file, c.found = cf, true
 	return c, nil
 }
 

@@ -146,6 +146,8 @@ func newHosts(opts Options) (*hosts, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Once per resolver: a command that reads it twice makes two.
+	logger.Debug("docker config read", "path", creds.file.Filename, "found", creds.found)
 	h := &hosts{opts: opts, retries: retry.Count(opts.Retries), roots: roots, creds: creds, logger: logger,
 		cache: map[string]docker.RegistryHost{}, transports: map[string]http.RoundTripper{}}
 	rt := h.retrying(perHost{h})

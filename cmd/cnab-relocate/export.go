@@ -138,10 +138,11 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return usageError(stderr, "export", "%v", err)
 	}
 	rep := newReporter(stderr, quiet, "the archive "+out)
-	opts := reg.client(jobs, refs.options(), rep.event)
+	opts := reg.client(jobs, refs.options())
 	opts.IncludeNonDistributable = foreign
 	opts.Platforms = ps
-	in, err := loadInput(ctx, path, sourceMap, func() (*fixup.Client, error) { return fixup.NewClient(opts) })
+	client := clientOnce(opts)
+	in, err := loadInput(ctx, path, sourceMap, client)
 	if err != nil {
 		rep.wait()
 		return failure(stderr, "export", err)
@@ -151,12 +152,17 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	start := time.Now()
 	var parts []layout.Part
 	var delta *layout.Delta
-	eopts := fixup.ExportOptions{ClientOptions: opts, Source: in.source, SourceMapping: in.mapping,
+	c, err := client()
+	if err != nil {
+		rep.wait()
+		return failure(stderr, "export", err)
+	}
+	call := fixup.ExportCall{Source: in.source, SourceMapping: in.mapping,
 		SplitSize: splitSize, OnPart: func(p layout.Part) { parts = append(parts, p) }, Bases: baseFiles,
-		OnDelta: func(d *layout.Delta) { delta = d }}
+		OnDelta: func(d *layout.Delta) { delta = d }, OnEvent: rep.event}
 	if dry {
-		eopts.DryRun = true
-		res, err := fixup.Export(ctx, b, eopts)
+		call.DryRun = true
+		res, err := c.Export(ctx, b, call)
 		rep.wait()
 		if err != nil {
 			return failure(stderr, "export", in.explain(err))
@@ -164,7 +170,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		defer res.Close()
 		return exportDryRun(res, path, out, format, stdout)
 	}
-	err = fixup.ExportArchive(ctx, b, b.Raw(), out, eopts)
+	err = c.ExportArchive(ctx, b, b.Raw(), out, call)
 	if err == nil && saveBundle != "" {
 		if err = writeFiles(output{Path: saveBundle, Data: b.Raw()}); err != nil {
 			os.Remove(out) // all or nothing

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/cnabio/cnab-relocate/fixup"
+	"github.com/cnabio/cnab-relocate/internal/canonical"
 	"github.com/cnabio/cnab-relocate/relocator"
 )
 
@@ -178,11 +179,11 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return failure(stderr, "fixup", err)
 	}
 	rep := newReporter(stderr, f.quiet, "")
-	opts := f.registry.client(f.jobs, f.referrers.options(), rep.event)
+	opts := f.registry.client(f.jobs, f.referrers.options())
 	opts.IncludeNonDistributable = f.foreign
 	opts.Platforms = ps
 	opts.PlatformIndex = pindex
-	client := func() (*fixup.Client, error) { return fixup.NewClient(opts) }
+	client := clientOnce(opts)
 	in, err := loadInput(ctx, path, f.sourceMap, client)
 	if err != nil {
 		rep.wait()
@@ -207,21 +208,23 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 
 	start := time.Now()
-	result, err := fixup.Relocate(ctx, b, fixup.Options{
-		ClientOptions: opts,
+	c, err := client()
+	if err != nil {
+		rep.wait()
+		return failure(stderr, "fixup", err)
+	}
+	result, err := c.Relocate(ctx, b, fixup.RelocateCall{
 		Mapping:       mapping,
 		Source:        in.source,
 		SourceMapping: in.mapping,
+		OnEvent:       rep.event,
 	})
 	rep.wait()
 	if err == nil && f.pushBundle != "" {
-		pushOpts := opts
-		pushOpts.OnEvent = nil // its copies are no images of the bundle's
-		var c *fixup.Client
+		// The same client: its copies are no images of the bundle's, so
+		// they make no events.
 		var pushed ocispec.Descriptor
-		if c, err = fixup.NewClient(pushOpts); err == nil {
-			pushed, err = c.PushBundle(ctx, b, f.pushBundle, result.Mapping)
-		}
+		pushed, err = c.PushBundle(ctx, b, f.pushBundle, result.Mapping)
 		f.pushed = pushed.Digest.String()
 	}
 	if err != nil {
@@ -252,7 +255,7 @@ func runFixup(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 func outputs(b *fixup.Bundle, r *fixup.Result, f fixupFlags) ([]output, error) {
 	var outs []output
 	if f.mappingFile != "" {
-		data, err := fixup.CanonicalJSON(r.Mapping)
+		data, err := canonical.JSON(r.Mapping)
 		if err != nil {
 			return nil, err
 		}
@@ -289,7 +292,7 @@ func dryRun(b *fixup.Bundle, m *relocator.Mapping, f fixupFlags, platformsOf fun
 		}
 	}
 	if f.mappingFile != "" {
-		data, err := fixup.CanonicalJSON(plan.Mapping())
+		data, err := canonical.JSON(plan.Mapping())
 		if err == nil {
 			err = writeFiles(output{Path: f.mappingFile, Data: data})
 		}
@@ -319,7 +322,7 @@ func dryRun(b *fixup.Bundle, m *relocator.Mapping, f fixupFlags, platformsOf fun
 			RelocationMapping string    `json:"relocationMapping,omitempty"`
 		}{DryRun: true, Images: []entry{}, Skipped: []skipped{}, RelocationMapping: f.mappingFile}
 		for i, e := range plan.Entries {
-			out.Images = append(out.Images, entry{e.Image.Ref, e.TargetString(m), e.Image.Field, goes[i], stays[i]})
+			out.Images = append(out.Images, entry{e.Image.Ref, targetString(e, m), e.Image.Field, goes[i], stays[i]})
 		}
 		for _, s := range plan.Skipped {
 			out.Skipped = append(out.Skipped, skipped{s.Ref, s.Field, s.ImageType})
@@ -332,7 +335,7 @@ func dryRun(b *fixup.Bundle, m *relocator.Mapping, f fixupFlags, platformsOf fun
 	}
 	fmt.Fprintf(stdout, "Plan for %s (%s mapping, dry run: no registry contacted)\n", b.Path(), m.Kind())
 	for i, e := range plan.Entries {
-		fmt.Fprintf(stdout, "  %s -> %s\n", e.Image.Ref, e.TargetString(m))
+		fmt.Fprintf(stdout, "  %s -> %s\n", e.Image.Ref, targetString(e, m))
 		switch {
 		case len(f.platforms.platforms) == 0:
 		case platformsOf == nil:
@@ -529,4 +532,13 @@ func inputFiles(path string, more ...string) []string {
 		}
 	}
 	return files
+}
+
+// targetString is e's relocated reference, or a placeholder saying the
+// digest is resolved when copying (many-to-one, no recorded digest).
+func targetString(e fixup.PlanEntry, m *relocator.Mapping) string {
+	if e.Target != nil {
+		return e.Target.String()
+	}
+	return m.Repository() + "@<digest resolved when copying>"
 }

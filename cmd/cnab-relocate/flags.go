@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 
 	"github.com/containerd/platforms"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -51,15 +52,24 @@ func (r *registryFlags) resolverOptions() resolver.Options {
 }
 
 // client is the library's options for these flags, passed through as given.
-func (r *registryFlags) client(jobs int, refs fixup.ReferrerOptions, onEvent func(fixup.Event)) fixup.ClientOptions {
+// Events are per call (the progress display hears of the bundle's images,
+// not of a pushed bundle's own artifact).
+func (r *registryFlags) client(jobs int, refs fixup.ReferrerOptions) fixup.ClientOptions {
 	return fixup.ClientOptions{
 		ResolverOptions: r.resolverOptions(),
 		Jobs:            jobs,
 		Retries:         &r.retries,
 		Referrers:       refs,
-		OnEvent:         onEvent,
 		Logger:          r.logger,
 	}
+}
+
+// clientOnce returns the command's one client, made when it is first
+// needed: a whole command (pull a bundle, relocate, push a bundle) shares
+// its resolver, so the docker config is read once and every registry has
+// one transport; a dry run, which needs no client, reads no config.
+func clientOnce(opts fixup.ClientOptions) func() (*fixup.Client, error) {
+	return sync.OnceValues(func() (*fixup.Client, error) { return fixup.NewClient(opts) })
 }
 
 // referrerFlags select the signatures, SBOMs and attestations that travel

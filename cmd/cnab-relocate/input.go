@@ -27,7 +27,11 @@ type input struct {
 
 // isRegistryBundle reports whether path names a bundle kept in a registry
 // (oci://HOST/REPO:TAG).
-func isRegistryBundle(path string) bool { return strings.HasPrefix(path, fixup.BundleScheme) }
+func isRegistryBundle(path string) bool { return strings.HasPrefix(path, bundleScheme) }
+
+// bundleScheme prefixes a bundle kept in a registry where a path is
+// expected: oci://HOST/REPO:TAG.
+const bundleScheme = "oci://"
 
 // loadInput loads a bundle.json file, a thick bundle archive (with the
 // relocation-mapping.json porter writes beside bundle.json, if any), or a
@@ -43,7 +47,7 @@ func loadInput(ctx context.Context, path, mappingFile string, client func() (*fi
 		if err != nil {
 			return nil, err
 		}
-		in.bundle, in.mapping, err = c.PullBundle(ctx, strings.TrimPrefix(path, fixup.BundleScheme))
+		in.bundle, in.mapping, err = c.PullBundle(ctx, strings.TrimPrefix(path, bundleScheme))
 		if err != nil {
 			return nil, err
 		}

@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/cnabio/cnab-relocate/fixup"
-	"github.com/cnabio/cnab-relocate/resolver"
 )
 
 const verifyHelp = `Check that every relocated image of a bundle is in its target registry with
@@ -54,8 +53,9 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if output != "text" && output != "json" {
 		return usageError(stderr, "verify", "--output %q: want text or json", output)
 	}
-	opts := reg.client(jobs, fixup.ReferrerOptions{}, nil)
-	in, err := loadInput(ctx, fs.Arg(0), "", func() (*fixup.Client, error) { return fixup.NewClient(opts) })
+	// One client reads a registry-held bundle and checks its images.
+	client := clientOnce(reg.client(jobs, fixup.ReferrerOptions{}))
+	in, err := loadInput(ctx, fs.Arg(0), "", client)
 	if err != nil {
 		return failure(stderr, "verify", err)
 	}
@@ -69,11 +69,11 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return failure(stderr, "verify", err)
 		}
 	}
-	r, err := resolver.New(reg.resolverOptions())
+	c, err := client()
 	if err != nil {
 		return failure(stderr, "verify", err)
 	}
-	checks, err := fixup.Verify(ctx, b, mapping, fixup.VerifyOptions{Resolver: r, Jobs: jobs})
+	checks, err := c.Verify(ctx, b, mapping)
 	if output == "json" {
 		type item struct {
 			fixup.Check
