@@ -26,7 +26,8 @@ type Referrer struct {
 }
 
 // ReferrerSource is a Source that can find the artifacts referring to a
-// manifest of an image. registrySource and LayoutSource are.
+// manifest of an image. The registries (a nil Source), LayoutSource and
+// ArchiveSource are.
 type ReferrerSource interface {
 	Referrers(ctx context.Context, img Image, subject digest.Digest) ([]Referrer, error)
 }

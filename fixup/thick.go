@@ -91,7 +91,11 @@ type LayoutSource struct {
 	Path string
 }
 
-// Resolve finds img in the layout (see resolveIn).
+// Resolve finds img in the layout: by the digest the bundle records
+// (want), else by the digest in img's reference, else by the name the
+// layout gives it (the reference as written, its normalised form, or its
+// tag alone: see layout.Store.Find). One found by name with another digest
+// than want is an ErrDigestMismatch; one not there wraps ErrNotFound.
 func (s LayoutSource) Resolve(ctx context.Context, img Image, want digest.Digest) (ocispec.Descriptor, error) {
 	if s.Store == nil {
 		return ocispec.Descriptor{}, noLayout(img)
@@ -120,8 +124,10 @@ func (s LayoutSource) Name(Image) string {
 	return "thick bundle " + s.Path
 }
 
-// Referrers finds the referrers of subject in the layout (see
-// referrersIn).
+// Referrers finds the referrers of subject in the layout: the entries of
+// index.json whose ref.name carries one of subject's tag schema tags, and
+// those export marked as referring to it (found through a referrers API:
+// they have no tag).
 func (s LayoutSource) Referrers(ctx context.Context, img Image, subject digest.Digest) ([]Referrer, error) {
 	if s.Store == nil {
 		return nil, nil
@@ -138,7 +144,7 @@ type ArchiveSource struct {
 	Archive *layout.Archive
 }
 
-// Resolve finds img in the archive's layout (see resolveIn).
+// Resolve finds img in the archive's layout, as LayoutSource.Resolve does.
 func (s ArchiveSource) Resolve(ctx context.Context, img Image, want digest.Digest) (ocispec.Descriptor, error) {
 	if !s.Archive.HasLayout() {
 		return ocispec.Descriptor{}, noLayout(img)
@@ -160,8 +166,8 @@ func (s ArchiveSource) Location(Image) (string, string) { return "", "" }
 // Name returns "thick bundle " and the archive's path.
 func (s ArchiveSource) Name(Image) string { return "thick bundle " + s.Archive.Path }
 
-// Referrers finds the referrers of subject in the archive's layout (see
-// referrersIn).
+// Referrers finds the referrers of subject in the archive's layout, as
+// LayoutSource.Referrers does.
 func (s ArchiveSource) Referrers(ctx context.Context, img Image, subject digest.Digest) ([]Referrer, error) {
 	return referrersIn(s.Archive.Index(), subject), nil
 }
