@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/containerd/containerd/errdefs"
-	"github.com/containerd/containerd/remotes"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
@@ -81,7 +80,7 @@ func (c *Client) Verify(ctx context.Context, b *Bundle, mapping map[string]strin
 			continue
 		}
 		g.Go(func() error {
-			ck.Got, ck.Err = headTarget(gctx, c.resolver, ck.Target, ck.Want)
+			ck.Got, ck.Err = headTarget(gctx, c.reg, ck.Target, ck.Want)
 			if ck.Err == nil {
 				ck.OK = true
 			}
@@ -105,7 +104,7 @@ func (c *Client) Verify(ctx context.Context, b *Bundle, mapping map[string]strin
 
 // headTarget resolves target (one HEAD of its manifest) and compares its
 // digest with want.
-func headTarget(ctx context.Context, r remotes.Resolver, target string, want digest.Digest) (digest.Digest, error) {
+func headTarget(ctx context.Context, r registry, target string, want digest.Digest) (digest.Digest, error) {
 	named, err := reference.ParseNormalizedNamed(target)
 	if err != nil {
 		return "", invalid(fmt.Errorf("relocated reference %q: %v", target, err))
@@ -119,7 +118,7 @@ func headTarget(ctx context.Context, r remotes.Resolver, target string, want dig
 			want = c.Digest()
 		}
 	}
-	_, desc, err := r.Resolve(ctx, ref)
+	desc, err := r.Resolve(ctx, ref)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
 			return "", fmt.Errorf("%w: %s: missing from the target", ErrNotRelocated, target)

@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/containerd/containerd/content"
-	"github.com/containerd/containerd/remotes"
-	"github.com/containerd/containerd/remotes/docker"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -22,19 +19,17 @@ import (
 // (Relocate, Export): every method is a run of the same engine. A Client
 // is safe for concurrent use.
 type Client struct {
-	opts     ClientOptions
-	resolver remotes.Resolver
-	tracker  docker.StatusTracker
-	jobs     int
-	retries  int
-	logger   *slog.Logger
+	opts    ClientOptions
+	reg     registry // every request to a registry (see registry)
+	jobs    int
+	retries int
+	logger  *slog.Logger
 }
 
 // NewClient returns a client configured by opts (see ClientOptions: the
 // zero value works). It reads the docker CLI configuration when it makes
-// the resolver, so errors in it surface here, naming the file. A resolver
-// whose Pusher is not a content.Ingester is refused with
-// ErrUnsupportedResolver.
+// the resolver, so errors in it surface here, naming the file. It makes
+// no request.
 func NewClient(opts ClientOptions) (*Client, error) {
 	c := &Client{opts: opts, jobs: opts.Jobs, retries: retry.Count(opts.Retries), logger: opts.Logger}
 	if c.jobs <= 0 {
@@ -49,8 +44,8 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if opts.PlatformIndex != KeepIndex && opts.PlatformIndex != RewriteIndex {
 		return nil, invalid(fmt.Errorf("PlatformIndex %q: want KeepIndex or RewriteIndex", opts.PlatformIndex))
 	}
-	c.resolver = opts.Resolver
-	if c.resolver == nil {
+	r := opts.Resolver
+	if r == nil {
 		ro := opts.ResolverOptions
 		if ro.Retries == nil {
 			ro.Retries = opts.Retries
@@ -58,23 +53,13 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		if ro.Logger == nil {
 			ro.Logger = c.logger
 		}
-		r, err := resolver.New(ro)
+		rr, err := resolver.New(ro)
 		if err != nil {
 			return nil, invalid(err)
 		}
-		c.resolver = r
+		r = rr
 	}
-	if t, ok := c.resolver.(interface{ Tracker() docker.StatusTracker }); ok {
-		c.tracker = t.Tracker()
-	}
-	// Pusher makes no request: ask for one now, so that a resolver the
-	// engine cannot stream with is an error here, not in the middle of a
-	// run. A resolver that cannot push at all fails when pushing.
-	if p, err := c.resolver.Pusher(context.Background(), "localhost/cnab-relocate/probe:probe"); err == nil {
-		if _, ok := p.(content.Ingester); !ok {
-			return nil, fmt.Errorf("%w: its pusher (%T) cannot stream content (it is not a containerd content.Ingester)", ErrUnsupportedResolver, p)
-		}
-	}
+	c.reg = newRegistry(r)
 	return c, nil
 }
 
@@ -82,7 +67,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 // reading each image of entries where m says it is when m is not nil.
 func (c *Client) source(src Source, entries []PlanEntry, m relocation.ImageRelocationMap) (Source, error) {
 	if src == nil {
-		src = newRegistrySource(c.resolver)
+		src = newRegistrySource(c.reg)
 	}
 	if m == nil {
 		return src, nil
@@ -91,11 +76,7 @@ func (c *Client) source(src Source, entries []PlanEntry, m relocation.ImageReloc
 }
 
 func (c *Client) registryTarget() target {
-	t := registryTarget{r: c.resolver, tracker: c.tracker, probes: &tagCache{}}
-	if api, ok := c.resolver.(pushAPI); ok {
-		t.api = api
-	}
-	return t
+	return registryTarget{reg: c.reg, probes: &tagCache{}}
 }
 
 // parseRef parses a reference given to a Client method; what names the
@@ -125,7 +106,7 @@ func (c *Client) Digest(ctx context.Context, ref string) (digest.Digest, error) 
 		return "", err
 	}
 	img := Image{Ref: ref, Named: n}
-	src := newRegistrySource(c.resolver)
+	src := newRegistrySource(c.reg)
 	desc, err := src.Resolve(withoutLogs(ctx), img, "")
 	if err != nil {
 		return "", sideError{ErrSource, fmt.Errorf("%s: resolving %s: %w", src.Name(img), ref, registryError(reference.Domain(n), err))}

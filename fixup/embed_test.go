@@ -13,7 +13,7 @@ import (
 )
 
 // pushOnly is a resolver whose pusher only has containerd's Push method:
-// it cannot stream, and the engine must say so rather than panic.
+// it cannot stream, and the first push must say so rather than panic.
 type pushOnly struct{ remotes.Resolver }
 
 type notIngester struct{ remotes.Pusher }
@@ -22,15 +22,27 @@ func (p pushOnly) Pusher(ctx context.Context, ref string) (remotes.Pusher, error
 	return notIngester{}, nil
 }
 
-func TestNewClientRefusesAPusherThatCannotStream(t *testing.T) {
-	_, err := NewClient(ClientOptions{Resolver: pushOnly{docker.NewResolver(docker.ResolverOptions{})}})
-	if !errors.Is(err, ErrUnsupportedResolver) {
-		t.Fatalf("NewClient = %v, want ErrUnsupportedResolver", err)
+func TestAPusherThatCannotStreamIsRefused(t *testing.T) {
+	ctx := context.Background()
+	src, dst := registrytest.StartMemory(false), registrytest.StartMemory(false)
+	defer src.Close()
+	defer dst.Close()
+	img, err := src.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "vendor/app", Tag: "1"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	m, _ := relocator.New(relocator.OneToOne, "127.0.0.1:1/team")
-	b, _ := Parse([]byte(`{"invocationImages": [{"image": "127.0.0.1:1/app:1"}]}`))
-	if _, err := Relocate(context.Background(), b, Options{Mapping: m, ClientOptions: ClientOptions{Resolver: pushOnly{docker.NewResolver(docker.ResolverOptions{})}}}); !errors.Is(err, ErrUnsupportedResolver) {
-		t.Fatalf("Relocate = %v, want ErrUnsupportedResolver", err)
+	plain := docker.NewResolver(docker.ResolverOptions{Hosts: docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(docker.MatchAllHosts))})
+	// NewClient makes no request, and no probe push: the first push says it.
+	c, err := NewClient(ClientOptions{Resolver: pushOnly{plain}})
+	if err != nil {
+		t.Fatalf("NewClient = %v, want a client", err)
+	}
+	_, err = c.Copy(ctx, img.Ref(src.Host), dst.Host+"/team/app:1")
+	if !errors.Is(err, ErrUnsupportedResolver) || !errors.Is(err, ErrTarget) {
+		t.Fatalf("Copy = %v, want ErrUnsupportedResolver at the target", err)
+	}
+	if tags, _ := dst.Client().Tags(ctx, "team/app"); len(tags) != 0 {
+		t.Errorf("the target has tags %v, want none", tags)
 	}
 }
 

@@ -35,7 +35,7 @@ type engine struct {
 
 func (c *Client) engine(src Source, dst target, m *relocator.Mapping) *engine {
 	if src == nil {
-		src = newRegistrySource(c.resolver)
+		src = newRegistrySource(c.reg)
 	}
 	return &engine{c: c, src: src, dst: dst, mapping: m, onEvent: c.opts.OnEvent, policy: retry.Policy{
 		Retries: c.retries,

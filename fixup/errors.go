@@ -59,8 +59,9 @@ var (
 	// (ClientOptions.IncludeNonDistributable copies them), or by a target
 	// that refuses layer URLs.
 	ErrNonDistributable = errors.New("non-distributable layers")
-	// ErrUnsupportedResolver is returned by NewClient for a resolver the
-	// engine cannot push with.
+	// ErrUnsupportedResolver is matched by the first push through a
+	// ClientOptions.Resolver whose pusher cannot stream (it is not a
+	// containerd content.Ingester); nothing is pushed.
 	ErrUnsupportedResolver = errors.New("unsupported resolver")
 	// ErrNoPlatform is returned for an index none of whose manifests is
 	// for a platform ClientOptions.Platforms selects.

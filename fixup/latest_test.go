@@ -115,7 +115,7 @@ func TestRelocateUntaggedIsLatest(t *testing.T) {
 
 				// verify: the original bundle with its mapping, and the
 				// rewritten bundle on its own.
-				if _, err := Verify(ctx, b, res.Mapping, VerifyOptions{ClientOptions{Resolver: c.resolver}}); err != nil {
+				if _, err := c.Verify(ctx, b, res.Mapping); err != nil {
 					t.Errorf("verify with the mapping: %v", err)
 				}
 				out, err := b.Rewrite(res.Mapping, res.Digests)
@@ -126,7 +126,7 @@ func TestRelocateUntaggedIsLatest(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if _, err := Verify(ctx, rb, nil, VerifyOptions{ClientOptions{Resolver: c.resolver}}); err != nil {
+				if _, err := c.Verify(ctx, rb, nil); err != nil {
 					t.Errorf("verify of the rewritten bundle: %v", err)
 				}
 

@@ -26,10 +26,14 @@ const DefaultRetries = retry.Default
 // DefaultRetries, every referrer copied, no events, no logs.
 type ClientOptions struct {
 	// Resolver reaches the registries. Nil means one made by resolver.New
-	// from ResolverOptions. A resolver whose Pusher is not a
-	// content.Ingester is refused by NewClient; one that is not a
-	// *resolver.Resolver (it cannot list tags or referrers) copies no
-	// referrers, and each image's result says so (ReferrersSearched).
+	// from ResolverOptions. Another than a *resolver.Resolver is used
+	// through containerd's interfaces only: it resolves (HEAD) before
+	// each read and each push, its pusher must be a content.Ingester
+	// (containerd's is; another fails its first push with
+	// ErrUnsupportedResolver), it cannot tell a mounted blob from one that
+	// was there (both are BlobSkipped), and it cannot list tags or
+	// referrers, so it copies none and each image's result says so
+	// (ReferrersSearched).
 	Resolver remotes.Resolver
 	// ResolverOptions configures the resolver made when Resolver is nil:
 	// credentials, CAs, insecure hosts. Its Retries and Logger default to

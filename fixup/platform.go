@@ -285,7 +285,7 @@ func (f *platformFilter) keptChildren(d digest.Digest) map[digest.Digest]bool {
 // no registry: a dry run of a thick bundle uses it.
 func (c *Client) PlatformsOf(ctx context.Context, src Source, img Image, want digest.Digest) (kept, left []string, err error) {
 	if src == nil {
-		src = newRegistrySource(c.resolver)
+		src = newRegistrySource(c.reg)
 	}
 	root, err := src.Resolve(ctx, img, want)
 	if err != nil {

@@ -218,10 +218,7 @@ func (c *tagCache) get(ctx context.Context, api registryAPI, repo string) ([]str
 // other than resolver.Resolver) searches nothing: the image's result says
 // so (ImageResult.ReferrersSearched).
 func (s registrySource) Referrers(ctx context.Context, img Image, subject digest.Digest) ([]Referrer, error) {
-	api, ok := s.Resolver.(registryAPI)
-	if !ok {
-		return nil, errNoReferrerListing
-	}
+	api := s.reg
 	repo := reference.TrimNamed(img.Named).String()
 	var out []Referrer
 	var (
@@ -256,7 +253,7 @@ func (s registrySource) Referrers(ctx context.Context, img Image, subject digest
 		if !slices.Contains(tags, tag) {
 			continue
 		}
-		_, desc, err := s.Resolver.Resolve(ctx, repo+":"+tag)
+		desc, err := s.reg.Resolve(ctx, repo+":"+tag)
 		if err != nil {
 			return nil, fmt.Errorf("resolving referrer tag %s: %w", tag, err)
 		}

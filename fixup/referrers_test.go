@@ -536,25 +536,25 @@ func TestRelocateReferrersDisabled(t *testing.T) {
 	}
 }
 
-// fakeReferrerAPI is a resolver with canned answers for registrySource.
+// fakeReferrerAPI is a registry with canned answers for registrySource.
 type fakeReferrerAPI struct {
-	remotes.Resolver // nil: only Resolve is called
-	tags             []string
-	tagsErr          error
-	refs             []ocispec.Descriptor
-	supported        bool
-	refsErr          error
-	resolved         map[string]ocispec.Descriptor // "repo:tag"
-	calls            []string
+	registry  // nil: only Resolve, Tags and Referrers are called
+	tags      []string
+	tagsErr   error
+	refs      []ocispec.Descriptor
+	supported bool
+	refsErr   error
+	resolved  map[string]ocispec.Descriptor // "repo:tag"
+	calls     []string
 }
 
-func (f *fakeReferrerAPI) Resolve(ctx context.Context, ref string) (string, ocispec.Descriptor, error) {
+func (f *fakeReferrerAPI) Resolve(ctx context.Context, ref string) (ocispec.Descriptor, error) {
 	f.calls = append(f.calls, "resolve "+ref)
 	d, ok := f.resolved[ref]
 	if !ok {
-		return "", ocispec.Descriptor{}, errors.New("not found: " + ref)
+		return ocispec.Descriptor{}, errors.New("not found: " + ref)
 	}
-	return ref, d, nil
+	return d, nil
 }
 
 func (f *fakeReferrerAPI) Tags(ctx context.Context, repo string) ([]string, error) {
@@ -622,7 +622,7 @@ func TestRegistrySourceReferrers(t *testing.T) {
 			if tc.api.resolved == nil {
 				tc.api.resolved = resolved
 			}
-			got, err := registrySource{Resolver: tc.api}.Referrers(context.Background(), img, subject)
+			got, err := registrySource{reg: tc.api}.Referrers(context.Background(), img, subject)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v; want one containing %q", err, tc.wantErr)
@@ -662,7 +662,7 @@ func TestRegistrySourceReferrers(t *testing.T) {
 	})
 
 	t.Run("a resolver without the API says it cannot search", func(t *testing.T) {
-		got, err := registrySource{Resolver: plainResolver{}}.Referrers(context.Background(), img, subject)
+		got, err := registrySource{reg: newRegistry(plainResolver{})}.Referrers(context.Background(), img, subject)
 		if got != nil || !errors.Is(err, errNoReferrerListing) {
 			t.Errorf("Referrers = %v, %v; want none and errNoReferrerListing", got, err)
 		}

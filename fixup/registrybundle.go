@@ -43,7 +43,7 @@ func (c *Client) PullBundle(ctx context.Context, ref string) (*Bundle, relocatio
 		return nil, nil, err
 	}
 	img := Image{Ref: ref, Named: n}
-	src := newRegistrySource(c.resolver)
+	src := newRegistrySource(c.reg)
 	host := reference.Domain(n)
 	fail := func(what string, err error) error {
 		if errors.Is(err, ErrInvalidInput) {

@@ -33,12 +33,11 @@ type Source interface {
 }
 
 // registrySource reads images from the registries their references name,
-// through the client's resolver (a nil Source): made by newRegistrySource,
-// it lists each repository's tags once and, with a resolver that can GET a
-// manifest (resolver.Resolver), resolves an image's root and reads it in
-// one request.
+// through the client's registry (a nil Source): made by newRegistrySource,
+// it lists each repository's tags once and, when the bundle records an
+// image's digest, resolves its root and reads it in one request.
 type registrySource struct {
-	Resolver remotes.Resolver
+	reg registry
 
 	tags *tagCache
 	// roots holds the roots Resolve read, "repo@digest" -> bytes, until
@@ -48,14 +47,8 @@ type registrySource struct {
 
 // newRegistrySource returns a registrySource that lists each repository's
 // tags (for referrers) once.
-func newRegistrySource(r remotes.Resolver) registrySource {
-	return registrySource{Resolver: r, tags: &tagCache{}, roots: &sync.Map{}}
-}
-
-// manifestGetter is what registrySource needs of a resolver to resolve and
-// read a root in one request: resolver.Resolver has it.
-type manifestGetter interface {
-	Manifest(ctx context.Context, repo, ref string) (ocispec.Descriptor, []byte, error)
+func newRegistrySource(r registry) registrySource {
+	return registrySource{reg: r, tags: &tagCache{}, roots: &sync.Map{}}
 }
 
 // Resolve resolves img's digest when its reference has one, else its tag,
@@ -85,9 +78,9 @@ func (s registrySource) Resolve(ctx context.Context, img Image, want digest.Dige
 		desc ocispec.Descriptor
 		err  error
 	)
-	if g, ok := s.Resolver.(manifestGetter); ok && s.roots != nil && want != "" {
+	if s.roots != nil && want != "" {
 		var data []byte
-		desc, data, err = g.Manifest(ctx, name, ref)
+		desc, data, err = s.reg.Manifest(ctx, name, ref)
 		if err == nil && want != "" && want.Algorithm() != desc.Digest.Algorithm() && want.Algorithm().Available() {
 			desc.Digest = want.Algorithm().FromBytes(data)
 		}
@@ -95,7 +88,7 @@ func (s registrySource) Resolve(ctx context.Context, img Image, want digest.Dige
 			s.roots.Store(name+"@"+desc.Digest.String(), data)
 		}
 	} else {
-		_, desc, err = s.Resolver.Resolve(ctx, name+at+ref)
+		desc, err = s.reg.Resolve(ctx, name+at+ref)
 	}
 	if err != nil {
 		return ocispec.Descriptor{}, resolver.TypedError(err)
@@ -110,7 +103,7 @@ func (s registrySource) Resolve(ctx context.Context, img Image, want digest.Dige
 // Resolve read comes from memory, once.
 func (s registrySource) Fetcher(ctx context.Context, img Image) (remotes.Fetcher, error) {
 	name := reference.TrimNamed(img.Named).String()
-	f, err := s.Resolver.Fetcher(ctx, name)
+	f, err := s.reg.Fetcher(ctx, name)
 	if err != nil {
 		return f, err
 	}

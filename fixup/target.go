@@ -4,17 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"net"
 	"slices"
-	"strings"
-	"sync/atomic"
 
-	"github.com/containerd/containerd/content"
 	"github.com/containerd/containerd/errdefs"
-	"github.com/containerd/containerd/remotes"
-	"github.com/containerd/containerd/remotes/docker"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -77,24 +72,13 @@ type taggedNode struct {
 	n   node
 }
 
-// registryTarget puts content into registries through a containerd
-// resolver.
+// registryTarget puts content into registries, through the client's
+// registry.
 type registryTarget struct {
-	r       remotes.Resolver
-	tracker docker.StatusTracker // nil: a mount counts as already there
-	// api, when the resolver offers it (this module's does), pushes with
-	// fewer requests than containerd's pusher: no HEAD before a blob's
-	// upload or mount, nor before a manifest's PUT.
-	api pushAPI
+	reg registry
 	// probes remembers, per target registry, whether it has the referrers
 	// API (see referrersAPI). Nil asks each time.
 	probes *tagCache
-}
-
-// pushAPI is the push half of *resolver.Resolver.
-type pushAPI interface {
-	PushBlob(ctx context.Context, repo string, desc ocispec.Descriptor, mountFrom string, open func(context.Context) (io.ReadCloser, error)) (resolver.BlobPush, error)
-	PushManifest(ctx context.Context, repo, ref, mediaType string, data []byte) error
 }
 
 func (t registryTarget) locate(n reference.Named) (string, string) {
@@ -110,8 +94,7 @@ func (t registryTarget) lookup(ctx context.Context, j *job, d digest.Digest) (oc
 	if tag := j.rootTag(); tag != "" {
 		ref = reference.TrimNamed(j.target).String() + ":" + tag
 	}
-	_, desc, err := t.r.Resolve(ctx, ref)
-	return desc, err
+	return t.reg.Resolve(ctx, ref)
 }
 
 func (t registryTarget) hasManifest(ctx context.Context, j *job, tag string, d ocispec.Descriptor) (bool, error) {
@@ -119,106 +102,18 @@ func (t registryTarget) hasManifest(ctx context.Context, j *job, tag string, d o
 	if tag != "" {
 		ref = reference.TrimNamed(j.target).String() + ":" + tag
 	}
-	_, desc, err := t.r.Resolve(ctx, ref)
+	desc, err := t.reg.Resolve(ctx, ref)
 	if errdefs.IsNotFound(err) {
 		return false, nil
 	}
 	return err == nil && desc.Digest == d.Digest, err
 }
 
-// keySeq numbers the pushes of a process, so each has a tracker key of its
-// own.
-var keySeq atomic.Uint64
-
-// mountLabel is containerd's annotation prefix naming the repositories a
-// blob can be mounted from: containerd.io/distribution.source.<host>.
-const mountLabel = "containerd.io/distribution.source."
-
-func (t registryTarget) ingester(ctx context.Context, ref string) (content.Ingester, error) {
-	p, err := t.r.Pusher(ctx, ref)
-	if err != nil {
-		return nil, err
-	}
-	ing, ok := p.(content.Ingester)
-	if !ok {
-		return nil, fmt.Errorf("%w: its pusher (%T) is not a content.Ingester", ErrUnsupportedResolver, p)
-	}
-	return ing, nil
-}
-
-func (t registryTarget) putBlob(ctx context.Context, host, repo string, desc ocispec.Descriptor, mountFrom []string, open func(context.Context) (io.ReadCloser, error), report func(int64)) (_ EventKind, retErr error) {
-	if t.api != nil {
-		return t.pushBlob(ctx, host, repo, desc, mountFrom, open, report)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	// On failure, cancelling first aborts the upload request whose body
-	// was not completed (the verifier withholds the last bytes of content
-	// that does not match), so the registry never receives a whole body;
-	// and it ends any request containerd left waiting on the writer's pipe.
-	var w content.Writer
-	defer func() {
-		if retErr != nil {
-			cancel()
-		}
-		if w != nil {
-			w.Close()
-		}
-		cancel()
-	}()
-	ing, err := t.ingester(ctx, host+"/"+repo+"@"+desc.Digest.String())
-	if err != nil {
-		return "", err
-	}
-	d := desc
-	if len(mountFrom) > 0 {
-		// containerd keys the label by host name without port.
-		hostname := host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			hostname = h
-		}
-		d.Annotations = map[string]string{mountLabel + hostname: strings.Join(mountFrom, ",")}
-	}
-	// A key of its own per attempt: containerd's tracker would otherwise
-	// take a retry for the push of a failed attempt.
-	key := fmt.Sprintf("%s/%s@%s#%d", host, repo, desc.Digest, keySeq.Add(1))
-	w, err = ing.Writer(ctx, content.WithRef(key), content.WithDescriptor(d))
-	if err != nil {
-		w = nil
-		if errdefs.IsAlreadyExists(err) {
-			return t.existingKind(key), nil
-		}
-		return "", err
-	}
-	rc, err := open(ctx)
-	if err != nil {
-		return "", err
-	}
-	defer rc.Close()
-	src := &readerr.Reader{R: rc}
-	pw := &progressWriter{w: w, progress: progress{flush: report}}
-	if _, err := io.Copy(pw, src); err != nil {
-		if src.Err != nil {
-			return "", src.Err
-		}
-		return "", err
-	}
-	pw.done()
-	if err := w.Commit(ctx, desc.Size, desc.Digest); err != nil {
-		return "", err
-	}
-	return BlobCopied, nil
-}
-
-// pushBlob is putBlob through the resolver's own push: one POST that
-// mounts the blob (from the first of mountFrom, or from repo itself, which
-// finds it when it is there already), else one PUT of its bytes.
-func (t registryTarget) pushBlob(ctx context.Context, host, repo string, desc ocispec.Descriptor, mountFrom []string, open func(context.Context) (io.ReadCloser, error), report func(int64)) (EventKind, error) {
-	from := ""
-	if len(mountFrom) > 0 {
-		from = mountFrom[0]
-	}
+// putBlob mounts the blob (from one of mountFrom, or finds it in repo),
+// else uploads it, as the registry does it (see registry.PushBlob).
+func (t registryTarget) putBlob(ctx context.Context, host, repo string, desc ocispec.Descriptor, mountFrom []string, open func(context.Context) (io.ReadCloser, error), report func(int64)) (EventKind, error) {
 	var pr *progressReader
-	how, err := t.api.PushBlob(ctx, host+"/"+repo, desc, from, func(ctx context.Context) (io.ReadCloser, error) {
+	how, err := t.reg.PushBlob(ctx, host+"/"+repo, desc, mountFrom, func(ctx context.Context) (io.ReadCloser, error) {
 		rc, err := open(ctx)
 		if err != nil {
 			return nil, err
@@ -239,64 +134,15 @@ func (t registryTarget) pushBlob(ctx context.Context, host, repo string, desc oc
 	return BlobCopied, nil
 }
 
-// existingKind tells a mount from a blob that was already there.
-func (t registryTarget) existingKind(key string) EventKind {
-	if t.tracker == nil {
-		return BlobSkipped
-	}
-	st, err := t.tracker.GetStatus(key)
-	if err == nil && st.MountedFrom != "" {
-		return BlobMounted
-	}
-	return BlobSkipped
-}
-
-func (t registryTarget) putManifest(ctx context.Context, j *job, n node, tag string, root bool) (_ bool, retErr error) {
-	ref := reference.TrimNamed(j.target).String()
+func (t registryTarget) putManifest(ctx context.Context, j *job, n node, tag string, root bool) (bool, error) {
 	if root {
 		tag = j.rootTag()
 	}
-	if tag != "" {
-		ref += ":" + tag
+	ref := tag
+	if ref == "" {
+		ref = n.desc.Digest.String()
 	}
-	if t.api != nil {
-		ref := tag
-		if ref == "" {
-			ref = n.desc.Digest.String()
-		}
-		return true, t.api.PushManifest(ctx, reference.TrimNamed(j.target).String(), ref, n.desc.MediaType, n.data)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	var w content.Writer
-	defer func() {
-		if retErr != nil {
-			cancel() // abort the PUT before its body can end
-		}
-		if w != nil {
-			w.Close()
-		}
-		cancel()
-	}()
-	ing, err := t.ingester(ctx, ref+"@"+n.desc.Digest.String())
-	if err != nil {
-		return false, err
-	}
-	key := fmt.Sprintf("%s@%s#m%d", ref, n.desc.Digest, keySeq.Add(1))
-	w, err = ing.Writer(ctx, content.WithRef(key), content.WithDescriptor(n.desc))
-	if err != nil {
-		w = nil
-		if errdefs.IsAlreadyExists(err) {
-			return false, nil
-		}
-		return false, err
-	}
-	if _, err := w.Write(n.data); err != nil {
-		return false, err
-	}
-	if err := w.Commit(ctx, n.desc.Size, n.desc.Digest); err != nil {
-		return false, err
-	}
-	return true, nil
+	return t.reg.PushManifest(ctx, reference.TrimNamed(j.target).String(), ref, n.desc, n.data)
 }
 
 // referrersAPI asks the target registry's referrers API for subject, once
@@ -305,19 +151,22 @@ func (t registryTarget) putManifest(ctx context.Context, j *job, n node, tag str
 // OCI-Subject header of a manifest PUT: go-containerregistry's registry
 // has the API and does not send the header. subject is in the repository
 // by then, for a registry that answers 404 for a repository it does not
-// know (go-containerregistry's) would seem to lack the API. A resolver
-// that cannot ask (not this module's) counts as a target without it.
+// know (go-containerregistry's) would seem to lack the API. A registry
+// that cannot ask (a caller's containerd resolver) counts as a target
+// without it.
 func (t registryTarget) referrersAPI(ctx context.Context, j *job, subject digest.Digest) (bool, error) {
-	api, ok := t.r.(registryAPI)
-	if !ok {
+	repo := reference.TrimNamed(j.target).String()
+	var supported bool
+	var err error
+	if t.probes == nil {
+		_, supported, err = t.reg.Referrers(ctx, repo, subject)
+	} else {
+		supported, err = t.probes.hasAPI(ctx, t.reg, reference.Domain(j.target), repo, subject)
+	}
+	if errors.Is(err, errNoReferrerListing) {
 		return false, nil
 	}
-	repo := reference.TrimNamed(j.target).String()
-	if t.probes == nil {
-		_, supported, err := api.Referrers(ctx, repo, subject)
-		return supported, err
-	}
-	return t.probes.hasAPI(ctx, api, reference.Domain(j.target), repo, subject)
+	return supported, err
 }
 
 // referrerIndexes makes the referrers found through the source's referrers
@@ -337,7 +186,7 @@ func (t registryTarget) referrerIndexes(ctx context.Context, j *job, refs []refe
 		d := ocispec.Descriptor{MediaType: r.Desc.MediaType, Digest: r.Desc.Digest, Size: r.Desc.Size, ArtifactType: r.artifactType, Annotations: r.Desc.Annotations}
 		bySubject[r.subject] = append(bySubject[r.subject], d)
 	}
-	if _, ok := t.r.(registryAPI); len(subjects) == 0 || !ok {
+	if len(subjects) == 0 {
 		return nil, nil
 	}
 	repo := reference.TrimNamed(j.target).String()
@@ -347,8 +196,8 @@ func (t registryTarget) referrerIndexes(ctx context.Context, j *job, refs []refe
 		idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex}
 		idx.SchemaVersion = 2
 		// Keep what the target's index already lists.
-		if _, desc, err := t.r.Resolve(ctx, repo+":"+tag); err == nil {
-			f, err := t.r.Fetcher(ctx, repo)
+		if desc, err := t.reg.Resolve(ctx, repo+":"+tag); err == nil {
+			f, err := t.reg.Fetcher(ctx, repo)
 			if err != nil {
 				return nil, fmt.Errorf("reading referrers index %s: %w", tag, err)
 			}
@@ -383,23 +232,9 @@ func (t registryTarget) referrerIndexes(ctx context.Context, j *job, refs []refe
 
 func (t registryTarget) finish(context.Context) error { return nil }
 
-// blobExister is the HEAD of a blob that *resolver.Resolver offers.
-type blobExister interface {
-	BlobExists(ctx context.Context, repo string, desc ocispec.Descriptor) (bool, error)
-}
-
-// hasBlob reports whether host/repo has blob desc: one HEAD through the
-// resolver's own request when it offers one, else containerd's resolve
-// of the digest (a HEAD of the manifest, then of the blob).
+// hasBlob reports whether host/repo has blob desc.
 func (t registryTarget) hasBlob(ctx context.Context, host, repo string, desc ocispec.Descriptor) (bool, error) {
-	if be, ok := t.r.(blobExister); ok {
-		return be.BlobExists(ctx, host+"/"+repo, desc)
-	}
-	_, got, err := t.r.Resolve(ctx, host+"/"+repo+"@"+desc.Digest.String())
-	if errdefs.IsNotFound(err) {
-		return false, nil
-	}
-	return err == nil && got.Digest == desc.Digest, err
+	return t.reg.HasBlob(ctx, host+"/"+repo, desc)
 }
 
 // layoutTarget puts content into an OCI image layout. Each image's root is
