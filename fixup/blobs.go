@@ -108,7 +108,7 @@ func (e *engine) credit(t *blobTask, users []*job, kind EventKind) {
 			k = BlobSkipped
 		}
 		u.add(k, t.desc.Size)
-		e.emit(Event{Kind: k, Image: u.img.Ref, Target: e.dst.display(u), Digest: t.desc.Digest, Size: t.desc.Size})
+		e.emit(Event{Kind: k, Image: u.img.Ref, Target: e.dst.display(u.dest()), Digest: t.desc.Digest, Size: t.desc.Size})
 	}
 }
 
@@ -129,7 +129,7 @@ func (e *engine) putBlob(ctx context.Context, j *job, repo string, desc ocispec.
 		return sourceReader{verify.ReadCloser(rc, desc), func(err error) error { return e.sourceErr(j, "fetching "+what, err) }}, nil
 	}
 	progress := func(n int64) {
-		e.emit(Event{Kind: BlobProgress, Image: j.img.Ref, Target: e.dst.display(j), Digest: desc.Digest, Size: desc.Size, Bytes: n})
+		e.emit(Event{Kind: BlobProgress, Image: j.img.Ref, Target: e.dst.display(j.dest()), Digest: desc.Digest, Size: desc.Size, Bytes: n})
 	}
 	var kind EventKind
 	err := e.policy.Do(ctx, what+" to "+e.dst.describe(j.host)+" "+repo, func(int) error {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/containerd/remotes"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/cnabio/cnab-relocate/internal/testkit/registrytest"
@@ -247,5 +249,82 @@ func TestCallEvents(t *testing.T) {
 	defer res.Close()
 	if !slices.Contains(client, ImageDone) {
 		t.Errorf("Export without a sink: the client's heard %v, want image-done", client)
+	}
+}
+
+// onlySource is a caller's own Source: a layout behind the four methods of
+// Source alone.
+type onlySource struct{ s Source }
+
+func (o onlySource) Resolve(ctx context.Context, img Image, want digest.Digest) (ocispec.Descriptor, error) {
+	return o.s.Resolve(ctx, img, want)
+}
+func (o onlySource) Fetcher(ctx context.Context, img Image) (remotes.Fetcher, error) {
+	return o.s.Fetcher(ctx, img)
+}
+func (o onlySource) Location(img Image) (string, string) { return o.s.Location(img) }
+func (o onlySource) Name(img Image) string               { return "mine: " + o.s.Name(img) }
+
+// withReferrers is a caller's own Source that lists referrers too.
+type withReferrers struct {
+	onlySource
+	ReferrerSource
+}
+
+// TestCallerSource: a caller's own Source is read like any other; its
+// referrers travel when it is a ReferrerSource, and otherwise the result
+// says nobody looked.
+func TestCallerSource(t *testing.T) {
+	ctx := context.Background()
+	src, dst := registrytest.StartMemory(true), registrytest.StartMemory(true)
+	defer src.Close()
+	defer dst.Close()
+	img, err := src.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "vendor/app", Tag: "1.0", Layers: []int{700}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbom, err := src.Client().PushArtifact(ctx, "vendor/app", registrytest.ArtifactSpec{ArtifactType: sbomArtifact, Subject: &img.Root, Payload: []byte(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newTestClient(t, ClientOptions{})
+	l, err := c.NewLayout(filepath.Join(t.TempDir(), "layout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := src.Host + "/vendor/app:1.0"
+	if _, err := l.Add(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Parse([]byte(`{"invocationImages": [{"image": "` + ref + `"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	layoutSrc := LayoutSource{Store: l.store, Path: "layout"}
+	for _, tc := range []struct {
+		name     string
+		src      Source
+		searched bool
+	}{
+		{"a Source", onlySource{layoutSrc}, false},
+		{"a Source and ReferrerSource", withReferrers{onlySource{layoutSrc}, layoutSrc}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := relocator.New(relocator.OneToOne, dst.Host+"/"+strings.ToLower(strings.ReplaceAll(tc.name, " ", "-")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := c.Relocate(ctx, b, RelocateCall{Mapping: m, Source: tc.src})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := res.Images[0]
+			if r.Digest != img.Root.Digest || r.ReferrersSearched != tc.searched {
+				t.Fatalf("relocated %s (searched: %v), want %s (searched: %v)", r.Digest, r.ReferrersSearched, img.Root.Digest, tc.searched)
+			}
+			if got := len(r.Referrers) == 1 && r.Referrers[0].Digest == sbom.Digest; got != tc.searched {
+				t.Errorf("referrers copied %v, want the SBOM %v", r.Referrers, tc.searched)
+			}
+		})
 	}
 }

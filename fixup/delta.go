@@ -135,11 +135,11 @@ func (t exportTarget) putBlob(ctx context.Context, host, repo string, desc ocisp
 	return t.layoutTarget.putBlob(ctx, host, repo, desc, mountFrom, open, report)
 }
 
-func (t exportTarget) putManifest(ctx context.Context, j *job, n node, tag string, root bool) (bool, error) {
+func (t exportTarget) putManifest(ctx context.Context, d dest, n node, tag string, root bool) (bool, error) {
 	if !t.skip(n.desc.Digest) {
-		return t.layoutTarget.putManifest(ctx, j, n, tag, root)
+		return t.layoutTarget.putManifest(ctx, d, n, tag, root)
 	}
-	t.layoutTarget.name(j, n, tag, root)
+	t.layoutTarget.name(d, n, tag, root)
 	return true, nil
 }
 
@@ -211,32 +211,8 @@ func encodeDelta(d *layout.Delta) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// deltaSource is a source that leaves content out on purpose: a delta
-// archive.
-type deltaSource interface {
-	// delta is the record of what is left out; nil when nothing is.
-	delta() *layout.Delta
-}
-
+// delta is the archive's record of what it leaves out (nil: nothing).
 func (s ArchiveSource) delta() *layout.Delta { return s.Archive.Delta }
-
-// deltaOf returns the delta record behind src, if it is a delta archive
-// (directly, or read through a source relocation mapping).
-func deltaOf(src Source) (*layout.Delta, bool) {
-	if m, ok := src.(mappedSource); ok {
-		src = m.base
-	}
-	ds, ok := src.(deltaSource)
-	if !ok || ds.delta() == nil {
-		return nil, false
-	}
-	return ds.delta(), true
-}
-
-// blobChecker is a target that can say whether a repository has a blob.
-type blobChecker interface {
-	hasBlob(ctx context.Context, host, repo string, desc ocispec.Descriptor) (bool, error)
-}
 
 // missing is content a delta leaves out that an image's target lacks.
 type missing struct {
@@ -270,7 +246,6 @@ func (e *engine) checkDelta(ctx context.Context, d *layout.Delta, jobs []*job) e
 		left[l.Digest] = l
 	}
 	baseOf := func(dg digest.Digest) layout.Base { return d.Bases[left[dg].Base] }
-	bc, _ := e.dst.(blobChecker)
 	var live []*job
 	for _, j := range jobs {
 		if j.graph != nil && j.failedErr() == nil {
@@ -287,7 +262,7 @@ func (e *engine) checkDelta(ctx context.Context, d *layout.Delta, jobs []*job) e
 			continue
 		}
 		for _, m := range slices.Concat(j.graph.leftOut, j.leftOut) {
-			ok, err := e.dst.hasManifest(ctx, j, "", m)
+			ok, err := e.dst.hasManifest(ctx, j.dest(), "", m)
 			if err != nil {
 				e.failJob(j, e.targetErr(j, "checking the target for manifest "+m.Digest.String(), err))
 				break
@@ -302,7 +277,7 @@ func (e *engine) checkDelta(ctx context.Context, d *layout.Delta, jobs []*job) e
 				kept = append(kept, b)
 				continue
 			}
-			from, err := e.findBlob(ctx, bc, j, b, jobs)
+			from, err := e.findBlob(ctx, j, b, jobs)
 			if err != nil {
 				e.failJob(j, e.targetErr(j, "checking the target for blob "+b.Digest.String(), err))
 				break
@@ -352,10 +327,7 @@ func (e *engine) checkDelta(ctx context.Context, d *layout.Delta, jobs []*job) e
 // findBlob returns the repository of j's target registry that has blob b:
 // j's own, else that of another of jobs (found present or not) on the
 // same registry; "" when none has it.
-func (e *engine) findBlob(ctx context.Context, bc blobChecker, j *job, b ocispec.Descriptor, jobs []*job) (string, error) {
-	if bc == nil {
-		return "", nil
-	}
+func (e *engine) findBlob(ctx context.Context, j *job, b ocispec.Descriptor, jobs []*job) (string, error) {
 	repos := []string{j.repo}
 	for _, o := range jobs {
 		if o.target != nil && o.host == j.host && !slices.Contains(repos, o.repo) {
@@ -363,7 +335,7 @@ func (e *engine) findBlob(ctx context.Context, bc blobChecker, j *job, b ocispec
 		}
 	}
 	for _, r := range repos {
-		ok, err := bc.hasBlob(ctx, j.host, r, b)
+		ok, err := e.dst.hasBlob(ctx, j.host, r, b)
 		if err != nil {
 			return "", err
 		}

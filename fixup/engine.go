@@ -21,7 +21,7 @@ import (
 // every command and every method of Client is one run of it.
 type engine struct {
 	c       *Client
-	src     Source
+	src     source
 	dst     target
 	mapping *relocator.Mapping // maps a job without a target once its digest is known
 	policy  retry.Policy
@@ -37,7 +37,7 @@ func (c *Client) engine(src Source, dst target, m *relocator.Mapping) *engine {
 	if src == nil {
 		src = newRegistrySource(c.reg)
 	}
-	return &engine{c: c, src: src, dst: dst, mapping: m, onEvent: c.opts.OnEvent, policy: retry.Policy{
+	return &engine{c: c, src: adaptSource(src), dst: dst, mapping: m, onEvent: c.opts.OnEvent, policy: retry.Policy{
 		Retries: c.retries,
 		Logger:  c.logger,
 	}}
@@ -70,7 +70,7 @@ func (e *engine) failJob(j *job, err error) {
 	j.fail(err)
 	ev := Event{Kind: ImageFailed, Image: j.img.Ref, Err: err}
 	if j.target != nil {
-		ev.Target = e.dst.display(j)
+		ev.Target = e.dst.display(j.dest())
 	}
 	e.emit(ev)
 }
@@ -87,7 +87,7 @@ func (e *engine) failJob(j *job, err error) {
 func (e *engine) run(ctx context.Context, jobs []*job) error {
 	ctx = withoutLogs(ctx)
 	var err error
-	if ss, ok := streamOf(e.src); ok {
+	if ss := e.src.streamed(); ss != nil {
 		err = e.runStream(ctx, ss, jobs)
 	} else {
 		err = e.runPipeline(ctx, jobs)
@@ -134,7 +134,7 @@ func (e *engine) runStream(ctx context.Context, ss streamSource, jobs []*job) er
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if ds, ok := deltaOf(e.src); ok {
+	if ds := e.src.delta(); ds != nil {
 		if err := e.checkDelta(ctx, ds, jobs); err != nil {
 			return err
 		}
@@ -181,7 +181,7 @@ func (e *engine) pushImage(ctx context.Context, j *job) {
 		return
 	}
 	j.finished()
-	e.emit(Event{Kind: ImageDone, Image: j.img.Ref, Target: e.dst.display(j), Digest: j.root.Digest})
+	e.emit(Event{Kind: ImageDone, Image: j.img.Ref, Target: e.dst.display(j.dest()), Digest: j.root.Digest})
 }
 
 // plan fills in j's target, root and graph, or marks it present.
@@ -227,7 +227,7 @@ func (e *engine) plan(ctx context.Context, j *job) error {
 		return e.sourceErr(j, "reading the image", sparseSource(root, err))
 	}
 	if len(gr.manifests) == 0 {
-		if _, ok := deltaOf(e.src); !ok {
+		if e.src.delta() == nil {
 			return e.sourceErr(j, "reading the image", fmt.Errorf("manifest %s: %w", root.Digest, layout.ErrLeftOut))
 		}
 		j.graph = gr
@@ -267,7 +267,7 @@ func (e *engine) plan(ctx context.Context, j *job) error {
 			size += m.desc.Size
 		}
 	}
-	e.emit(Event{Kind: ImagePlanned, Image: j.img.Ref, Target: e.dst.display(j), Digest: j.root.Digest, Size: size})
+	e.emit(Event{Kind: ImagePlanned, Image: j.img.Ref, Target: e.dst.display(j.dest()), Digest: j.root.Digest, Size: size})
 	return nil
 }
 
@@ -281,8 +281,7 @@ var errNoReferrerListing = errors.New("the source cannot list tags or referrers"
 // event and what was found is kept.
 func (e *engine) findReferrers(ctx context.Context, j *job, g *graph) ([]referrerGraph, bool, error) {
 	opts := e.c.opts.Referrers
-	rs, ok := e.src.(ReferrerSource)
-	if opts.Disabled || !ok {
+	if opts.Disabled {
 		return nil, false, nil
 	}
 	fetch := func(d ocispec.Descriptor) (*graph, error) {
@@ -292,7 +291,7 @@ func (e *engine) findReferrers(ctx context.Context, j *job, g *graph) ([]referre
 		}
 		return g, err
 	}
-	refs, err := findReferrers(ctx, rs, j.img, fetch, g, opts)
+	refs, err := findReferrers(ctx, e.src, j.img, fetch, g, opts)
 	if errors.Is(err, errNoReferrerListing) {
 		return nil, false, nil
 	}
@@ -323,7 +322,7 @@ func (e *engine) mapTarget(j *job, d digest.Digest) error {
 // present reports whether the target already holds the image: its name
 // (tag) pointing at d, else the manifest d. One HEAD for a registry.
 func (e *engine) present(ctx context.Context, j *job, d digest.Digest) (bool, error) {
-	desc, err := e.dst.lookup(ctx, j, d)
+	desc, err := e.dst.lookup(ctx, j.dest(), d)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
 			return false, nil
@@ -342,7 +341,7 @@ func (e *engine) present(ctx context.Context, j *job, d digest.Digest) (bool, er
 		}
 	}
 	j.finished()
-	e.emit(Event{Kind: ImagePresent, Image: j.img.Ref, Target: e.dst.display(j), Digest: d})
+	e.emit(Event{Kind: ImagePresent, Image: j.img.Ref, Target: e.dst.display(j.dest()), Digest: d})
 	return true, nil
 }
 
@@ -353,7 +352,7 @@ func (e *engine) present(ctx context.Context, j *job, d digest.Digest) (bool, er
 // manifests it lists (one GET of the root); the source's tags are listed
 // once per repository, as for every image (tagCache).
 func (e *engine) refresh(ctx context.Context, j *job) (copying bool, err error) {
-	if _, ok := e.src.(ReferrerSource); !ok || e.c.opts.Referrers.Disabled {
+	if e.c.opts.Referrers.Disabled {
 		return false, nil
 	}
 	f, err := e.src.Fetcher(ctx, j.img)
@@ -396,7 +395,7 @@ func (e *engine) refresh(ctx context.Context, j *job) (copying bool, err error) 
 	if len(refs) == 0 {
 		return false, nil
 	}
-	api, err := e.dst.referrersAPI(ctx, j, j.root.Digest)
+	api, err := e.dst.referrersAPI(ctx, j.dest(), j.root.Digest)
 	if err != nil {
 		return false, e.targetErr(j, "asking for the referrers API", err)
 	}
@@ -425,7 +424,7 @@ func (e *engine) refresh(ctx context.Context, j *job) (copying bool, err error) 
 			size += m.desc.Size
 		}
 	}
-	e.emit(Event{Kind: ImagePlanned, Image: j.img.Ref, Target: e.dst.display(j), Digest: j.root.Digest, Size: size})
+	e.emit(Event{Kind: ImagePlanned, Image: j.img.Ref, Target: e.dst.display(j.dest()), Digest: j.root.Digest, Size: size})
 	return true, nil
 }
 
@@ -436,11 +435,11 @@ func (e *engine) hasReferrer(ctx context.Context, j *job, r referrerGraph, api b
 	ms := r.graph.manifests
 	if api && referrerResults(r)[0].Index {
 		for _, m := range ms[:len(ms)-1] {
-			if ok, err := e.dst.hasManifest(ctx, j, "", m.desc); err != nil || !ok {
+			if ok, err := e.dst.hasManifest(ctx, j.dest(), "", m.desc); err != nil || !ok {
 				return false, err
 			}
 		}
 		return true, nil
 	}
-	return e.dst.hasManifest(ctx, j, r.Tag, ms[len(ms)-1].desc)
+	return e.dst.hasManifest(ctx, j.dest(), r.Tag, ms[len(ms)-1].desc)
 }

@@ -71,6 +71,9 @@ func (j *job) rootTag() string {
 	return ""
 }
 
+// dest is where j goes, for its target.
+func (j *job) dest() dest { return dest{ref: j.img.Ref, name: j.target, tag: j.rootTag()} }
+
 func newJob(img Image, want digest.Digest) *job {
 	return &job{img: img, want: want, res: ImageResult{Source: img.Ref}}
 }
@@ -116,7 +119,7 @@ func (j *job) result(dst target, wrap string) ImageResult {
 	}
 	r.Duration = end.Sub(j.start)
 	if j.target != nil {
-		r.Target = dst.display(j)
+		r.Target = dst.display(j.dest())
 	}
 	r.Digest = j.root.Digest
 	r.MediaType = j.root.MediaType

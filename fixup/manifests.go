@@ -44,7 +44,7 @@ func (e *engine) pushManifests(ctx context.Context, j *job) error {
 // target without the API.
 func (e *engine) pushReferrers(ctx context.Context, j *job, subject digest.Digest) error {
 	bestEffort := e.c.opts.Referrers.BestEffort
-	api, err := e.dst.referrersAPI(ctx, j, subject)
+	api, err := e.dst.referrersAPI(ctx, j.dest(), subject)
 	if err != nil {
 		err = e.targetErr(j, "asking for the referrers API", err)
 		if !bestEffort || ctx.Err() != nil {
@@ -52,10 +52,10 @@ func (e *engine) pushReferrers(ctx context.Context, j *job, subject digest.Diges
 		}
 		// Not knowing, index as for a target without the API: a tag too many
 		// beats a referrer nobody finds.
-		e.emit(Event{Kind: ReferrerFailed, Image: j.img.Ref, Target: e.dst.display(j), Err: err})
+		e.emit(Event{Kind: ReferrerFailed, Image: j.img.Ref, Target: e.dst.display(j.dest()), Err: err})
 	}
 	if api {
-		e.c.logger.Debug("the target has the referrers API: no referrers tag schema index", "image", j.img.Ref, "target", e.dst.display(j))
+		e.c.logger.Debug("the target has the referrers API: no referrers tag schema index", "image", j.img.Ref, "target", e.dst.display(j.dest()))
 	}
 	for _, r := range j.refs {
 		if err := e.pushReferrer(ctx, j, r, api); err != nil {
@@ -63,7 +63,7 @@ func (e *engine) pushReferrers(ctx context.Context, j *job, subject digest.Diges
 				return err
 			}
 			e.c.logger.Warn("referrer not copied", "image", j.img.Ref, "referrer", r.Desc.Digest, "err", err)
-			e.emit(Event{Kind: ReferrerFailed, Image: j.img.Ref, Target: e.dst.display(j), Digest: r.Desc.Digest, Err: err})
+			e.emit(Event{Kind: ReferrerFailed, Image: j.img.Ref, Target: e.dst.display(j.dest()), Digest: r.Desc.Digest, Err: err})
 		}
 	}
 	if api {
@@ -73,7 +73,7 @@ func (e *engine) pushReferrers(ctx context.Context, j *job, subject digest.Diges
 		if !bestEffort || ctx.Err() != nil {
 			return err
 		}
-		e.emit(Event{Kind: ReferrerFailed, Image: j.img.Ref, Target: e.dst.display(j), Err: err})
+		e.emit(Event{Kind: ReferrerFailed, Image: j.img.Ref, Target: e.dst.display(j.dest()), Err: err})
 	}
 	return nil
 }
@@ -102,11 +102,11 @@ func (e *engine) pushReferrer(ctx context.Context, j *job, r referrerGraph, api 
 	j.res.Referrers = append(j.res.Referrers, results...)
 	j.mu.Unlock()
 	if !dropIndex {
-		e.emit(Event{Kind: ReferrerCopied, Image: j.img.Ref, Target: e.dst.display(j), Digest: r.Desc.Digest, Size: r.Desc.Size})
+		e.emit(Event{Kind: ReferrerCopied, Image: j.img.Ref, Target: e.dst.display(j.dest()), Digest: r.Desc.Digest, Size: r.Desc.Size})
 		return nil
 	}
 	for _, x := range results {
-		e.emit(Event{Kind: ReferrerCopied, Image: j.img.Ref, Target: e.dst.display(j), Digest: x.Digest, Size: sizeOf(r.graph, x.Digest)})
+		e.emit(Event{Kind: ReferrerCopied, Image: j.img.Ref, Target: e.dst.display(j.dest()), Digest: x.Digest, Size: sizeOf(r.graph, x.Digest)})
 	}
 	return nil
 }
@@ -124,7 +124,7 @@ func sizeOf(g *graph, d digest.Digest) int64 {
 // indexReferrers makes j's referrers found without a tag findable in the
 // target (see target.referrerIndexes).
 func (e *engine) indexReferrers(ctx context.Context, j *job) error {
-	idx, err := e.dst.referrerIndexes(ctx, j, j.refs)
+	idx, err := e.dst.referrerIndexes(ctx, j.dest(), untagged(j.refs))
 	if err != nil {
 		return e.targetErr(j, "indexing referrers", err)
 	}
@@ -136,13 +136,24 @@ func (e *engine) indexReferrers(ctx context.Context, j *job) error {
 	return nil
 }
 
+// untagged are the referrers of refs found without a tag.
+func untagged(refs []referrerGraph) []untaggedReferrer {
+	var out []untaggedReferrer
+	for _, r := range refs {
+		if r.Tag == "" {
+			out = append(out, untaggedReferrer{subject: r.subject, desc: r.Desc, artifactType: r.artifactType})
+		}
+	}
+	return out
+}
+
 // putManifest pushes one manifest, retried whole.
 func (e *engine) putManifest(ctx context.Context, j *job, n node, tag string, root bool) error {
 	what := "manifest " + n.desc.Digest.String()
 	var pushed bool
 	err := e.policy.Do(ctx, what+" to "+e.dst.describe(j.host)+" "+j.repo, func(int) error {
 		var err error
-		pushed, err = e.dst.putManifest(ctx, j, n, tag, root)
+		pushed, err = e.dst.putManifest(ctx, j.dest(), n, tag, root)
 		return resolver.TypedError(err)
 	})
 	if err != nil {
@@ -152,7 +163,7 @@ func (e *engine) putManifest(ctx context.Context, j *job, n node, tag string, ro
 		return e.targetErr(j, "pushing "+what, e.sparseErr(j, n, e.foreignErr(n, err)))
 	}
 	if pushed {
-		e.emit(Event{Kind: ManifestPushed, Image: j.img.Ref, Target: e.dst.display(j), Digest: n.desc.Digest, Size: n.desc.Size})
+		e.emit(Event{Kind: ManifestPushed, Image: j.img.Ref, Target: e.dst.display(j.dest()), Digest: n.desc.Digest, Size: n.desc.Size})
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/cnabio/cnab-relocate/layout"
 	"github.com/cnabio/cnab-to-oci/relocation"
 	"github.com/containerd/containerd/remotes"
 	"github.com/distribution/reference"
@@ -37,7 +38,7 @@ func ParseRelocationMapping(data []byte) (relocation.ImageRelocationMap, error) 
 // the images (in events, errors, target names and the new mapping); only
 // where the bytes come from changes.
 type mappedSource struct {
-	base Source
+	base source
 	at   map[string]Image // reference as written -> the image where it is now
 }
 
@@ -45,7 +46,7 @@ type mappedSource struct {
 // not map is an ErrNotMapped; a mapped reference that does not parse an
 // ErrInvalidImage.
 func newMappedSource(base Source, entries []PlanEntry, m relocation.ImageRelocationMap) (Source, error) {
-	s := mappedSource{base: base, at: map[string]Image{}}
+	s := mappedSource{base: adaptSource(base), at: map[string]Image{}}
 	var errs []error
 	for _, e := range entries {
 		img := e.Image
@@ -97,9 +98,10 @@ func (s mappedSource) Name(img Image) string {
 
 // Referrers are looked for where the image is now.
 func (s mappedSource) Referrers(ctx context.Context, img Image, subject digest.Digest) ([]Referrer, error) {
-	rs, ok := s.base.(ReferrerSource)
-	if !ok {
-		return nil, errNoReferrerListing
-	}
-	return rs.Referrers(ctx, s.where(img), subject)
+	return s.base.Referrers(ctx, s.where(img), subject)
 }
+
+// The stream and the delta record are the base's: a mapping says where
+// the images are, not how the source is read.
+func (s mappedSource) streamed() streamSource { return s.base.streamed() }
+func (s mappedSource) delta() *layout.Delta   { return s.base.delta() }

@@ -13,11 +13,14 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/cnabio/cnab-relocate/layout"
 	"github.com/cnabio/cnab-relocate/resolver"
 )
 
-// Source is where images' content comes from: registries (thin bundles) or
-// an OCI image layout (thick bundles).
+// Source is where images' content comes from: registries (thin bundles,
+// a nil Source), an OCI image layout (LayoutSource) or a thick bundle
+// archive (ArchiveSource). A caller's own Source is read in any order, and
+// its referrers are copied when it is also a ReferrerSource.
 type Source interface {
 	// Resolve returns the root descriptor (manifest or index) of img. want
 	// is the digest the bundle records, or "" when it records none; a
@@ -31,6 +34,51 @@ type Source interface {
 	// Name describes the source in errors: a registry host or a file path.
 	Name(img Image) string
 }
+
+// source is what the engine reads from: a Source adapted once, at the
+// door (adaptSource), with every capability the engine may use spelled
+// out, so that nothing downstream asks what it holds. The sources of this
+// package implement it; a caller's own Source is wrapped (foreignSource).
+type source interface {
+	Source
+	// Referrers finds the artifacts referring to subject, or returns
+	// errNoReferrerListing when the source cannot list them.
+	ReferrerSource
+	// streamed is the source as a stream when its blobs can only be read
+	// in its own order, a pass at a time (a thick archive); else nil.
+	streamed() streamSource
+	// delta is the record of what a delta archive leaves out; nil when
+	// nothing is.
+	delta() *layout.Delta
+}
+
+// adaptSource is src as the engine reads it: the one place that looks at
+// what a Source is. A caller's own Source is read in any order, and lists
+// referrers when it is a ReferrerSource.
+func adaptSource(src Source) source {
+	if s, ok := src.(source); ok {
+		return s
+	}
+	f := foreignSource{Source: src}
+	f.refs, _ = src.(ReferrerSource)
+	return f
+}
+
+// foreignSource is a caller's own Source.
+type foreignSource struct {
+	Source
+	refs ReferrerSource // nil: it lists none
+}
+
+func (s foreignSource) Referrers(ctx context.Context, img Image, subject digest.Digest) ([]Referrer, error) {
+	if s.refs == nil {
+		return nil, errNoReferrerListing
+	}
+	return s.refs.Referrers(ctx, img, subject)
+}
+
+func (foreignSource) streamed() streamSource { return nil }
+func (foreignSource) delta() *layout.Delta   { return nil }
 
 // registrySource reads images from the registries their references name,
 // through the client's registry (a nil Source): made by newRegistrySource,
@@ -128,6 +176,9 @@ func (f primedFetcher) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.R
 	rc, err := f.Fetcher.Fetch(ctx, desc)
 	return rc, resolver.TypedError(err)
 }
+
+func (registrySource) streamed() streamSource { return nil }
+func (registrySource) delta() *layout.Delta   { return nil }
 
 // Location returns img's registry host and repository path.
 func (s registrySource) Location(img Image) (string, string) {

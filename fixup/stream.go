@@ -29,16 +29,6 @@ type streamSource interface {
 	rereads(want func(digest.Digest) bool) string
 }
 
-// streamOf returns the stream behind src, if it is one (directly, or read
-// through a source relocation mapping).
-func streamOf(src Source) (streamSource, bool) {
-	if m, ok := src.(mappedSource); ok {
-		src = m.base
-	}
-	ss, ok := src.(streamSource)
-	return ss, ok
-}
-
 // How much of a stream is held in memory so that several uploads are in
 // flight while it is read: blobs up to streamBufferBlob bytes are read
 // into memory, streamBuffer bytes at most at once, and uploaded by the

@@ -29,41 +29,57 @@ type target interface {
 	locate(t reference.Named) (host, repo string)
 	// describe names the target at host in messages.
 	describe(host string) string
-	// display is the target of j as events and results show it ("" when
-	// it is only the layout).
-	display(j *job) string
-	// lookup returns the root descriptor j's target name points at, its
-	// tag (job.rootTag: latest for a bundle image without one) if it has
-	// one, else the digest d; an error matching ErrNotFound when there is
-	// none.
-	lookup(ctx context.Context, j *job, d digest.Digest) (ocispec.Descriptor, error)
+	// display is d as events and results show it ("" when it is only
+	// the layout).
+	display(d dest) string
+	// lookup returns the root descriptor d's name points at, its tag
+	// (dest.tag) if it has one, else the digest dg; an error matching
+	// ErrNotFound when there is none.
+	lookup(ctx context.Context, d dest, dg digest.Digest) (ocispec.Descriptor, error)
+	// hasBlob reports whether host/repo holds blob desc.
+	hasBlob(ctx context.Context, host, repo string, desc ocispec.Descriptor) (bool, error)
 	// putBlob stores desc in host/repo: mounted from one of mountFrom
 	// (repositories of the same host) where it can, else read from open.
 	// It says how: copied, mounted or already there. report gets the
 	// bytes uploaded as they go. Errors from open and its reader are
 	// returned as they are.
 	putBlob(ctx context.Context, host, repo string, desc ocispec.Descriptor, mountFrom []string, open func(context.Context) (io.ReadCloser, error), report func(int64)) (EventKind, error)
-	// putManifest stores a manifest or index of j, byte for byte, under tag
-	// (in j's target repository) when tag is not "", or under j's target
-	// name (job.rootTag, else by digest) when root is true. It reports false when it found it there already
-	// (containerd's pusher asks first; the resolver's own push does not, and
-	// reports true).
-	putManifest(ctx context.Context, j *job, n node, tag string, root bool) (bool, error)
-	// hasManifest reports whether j's target repository holds manifest d
-	// under tag, or by its digest when tag is "".
-	hasManifest(ctx context.Context, j *job, tag string, d ocispec.Descriptor) (bool, error)
+	// putManifest stores manifest n, byte for byte, in d's repository
+	// under tag when tag is not "", or under d's name (dest.tag, else by
+	// digest) when root is true. It reports false when it found it there
+	// already (a caller's containerd resolver asks first; this module's
+	// does not, and reports true).
+	putManifest(ctx context.Context, d dest, n node, tag string, root bool) (bool, error)
+	// hasManifest reports whether d's repository holds manifest m under
+	// tag, or by its digest when tag is "".
+	hasManifest(ctx context.Context, d dest, tag string, m ocispec.Descriptor) (bool, error)
 	// referrersAPI reports whether the target finds referrers by their
 	// subject itself (the OCI referrers API), so that no referrers tag
 	// schema index is to be written or copied there. subject is a manifest
-	// of j already in j's target repository.
-	referrersAPI(ctx context.Context, j *job, subject digest.Digest) (bool, error)
-	// referrerIndexes makes the referrers of j found without a tag (through
-	// a referrers API) findable in a target without the referrers API, and
-	// returns the tag schema indexes the engine must push for that (tag,
-	// node).
-	referrerIndexes(ctx context.Context, j *job, refs []referrerGraph) ([]taggedNode, error)
+	// already in d's repository.
+	referrersAPI(ctx context.Context, d dest, subject digest.Digest) (bool, error)
+	// referrerIndexes makes refs, referrers found without a tag (through
+	// a referrers API), findable in a target without the referrers API,
+	// and returns the tag schema indexes the engine must push for that.
+	referrerIndexes(ctx context.Context, d dest, refs []untaggedReferrer) ([]taggedNode, error)
 	// finish completes the run (a layout writes its index.json).
 	finish(ctx context.Context) error
+}
+
+// dest is where one image goes, in the plain values a target needs.
+type dest struct {
+	ref  string          // the image's reference as written (a layout names its root by it)
+	name reference.Named // the relocated reference, or the image's name in a layout
+	tag  string          // the tag its root goes under; "" for by digest only
+}
+
+// untaggedReferrer is a referrer found without a tag, with its subject.
+type untaggedReferrer struct {
+	subject digest.Digest
+	desc    ocispec.Descriptor // as the source lists it
+	// artifactType is its artifactType, else its config's media type, as
+	// the referrers API reports it.
+	artifactType string
 }
 
 // taggedNode is a manifest to push under a tag.
@@ -87,26 +103,26 @@ func (t registryTarget) locate(n reference.Named) (string, string) {
 
 func (t registryTarget) describe(host string) string { return "target registry " + host }
 
-func (t registryTarget) display(j *job) string { return j.target.String() }
+func (t registryTarget) display(d dest) string { return d.name.String() }
 
-func (t registryTarget) lookup(ctx context.Context, j *job, d digest.Digest) (ocispec.Descriptor, error) {
-	ref := reference.TrimNamed(j.target).String() + "@" + d.String()
-	if tag := j.rootTag(); tag != "" {
-		ref = reference.TrimNamed(j.target).String() + ":" + tag
+func (t registryTarget) lookup(ctx context.Context, d dest, dg digest.Digest) (ocispec.Descriptor, error) {
+	ref := reference.TrimNamed(d.name).String() + "@" + dg.String()
+	if d.tag != "" {
+		ref = reference.TrimNamed(d.name).String() + ":" + d.tag
 	}
 	return t.reg.Resolve(ctx, ref)
 }
 
-func (t registryTarget) hasManifest(ctx context.Context, j *job, tag string, d ocispec.Descriptor) (bool, error) {
-	ref := reference.TrimNamed(j.target).String() + "@" + d.Digest.String()
+func (t registryTarget) hasManifest(ctx context.Context, d dest, tag string, m ocispec.Descriptor) (bool, error) {
+	ref := reference.TrimNamed(d.name).String() + "@" + m.Digest.String()
 	if tag != "" {
-		ref = reference.TrimNamed(j.target).String() + ":" + tag
+		ref = reference.TrimNamed(d.name).String() + ":" + tag
 	}
 	desc, err := t.reg.Resolve(ctx, ref)
 	if errdefs.IsNotFound(err) {
 		return false, nil
 	}
-	return err == nil && desc.Digest == d.Digest, err
+	return err == nil && desc.Digest == m.Digest, err
 }
 
 // putBlob mounts the blob (from one of mountFrom, or finds it in repo),
@@ -134,15 +150,15 @@ func (t registryTarget) putBlob(ctx context.Context, host, repo string, desc oci
 	return BlobCopied, nil
 }
 
-func (t registryTarget) putManifest(ctx context.Context, j *job, n node, tag string, root bool) (bool, error) {
+func (t registryTarget) putManifest(ctx context.Context, d dest, n node, tag string, root bool) (bool, error) {
 	if root {
-		tag = j.rootTag()
+		tag = d.tag
 	}
 	ref := tag
 	if ref == "" {
 		ref = n.desc.Digest.String()
 	}
-	return t.reg.PushManifest(ctx, reference.TrimNamed(j.target).String(), ref, n.desc, n.data)
+	return t.reg.PushManifest(ctx, reference.TrimNamed(d.name).String(), ref, n.desc, n.data)
 }
 
 // referrersAPI asks the target registry's referrers API for subject, once
@@ -154,14 +170,14 @@ func (t registryTarget) putManifest(ctx context.Context, j *job, n node, tag str
 // know (go-containerregistry's) would seem to lack the API. A registry
 // that cannot ask (a caller's containerd resolver) counts as a target
 // without it.
-func (t registryTarget) referrersAPI(ctx context.Context, j *job, subject digest.Digest) (bool, error) {
-	repo := reference.TrimNamed(j.target).String()
+func (t registryTarget) referrersAPI(ctx context.Context, d dest, subject digest.Digest) (bool, error) {
+	repo := reference.TrimNamed(d.name).String()
 	var supported bool
 	var err error
 	if t.probes == nil {
 		_, supported, err = t.reg.Referrers(ctx, repo, subject)
 	} else {
-		supported, err = t.probes.hasAPI(ctx, t.reg, reference.Domain(j.target), repo, subject)
+		supported, err = t.probes.hasAPI(ctx, t.reg, reference.Domain(d.name), repo, subject)
 	}
 	if errors.Is(err, errNoReferrerListing) {
 		return false, nil
@@ -173,23 +189,19 @@ func (t registryTarget) referrersAPI(ctx context.Context, j *job, subject digest
 // API findable in a target that lacks the API (see referrersAPI): it adds
 // them to the subject's referrers tag schema index (tag sha256-<hex>), as
 // OCI 1.1 clients do, keeping what the target's index lists already.
-func (t registryTarget) referrerIndexes(ctx context.Context, j *job, refs []referrerGraph) ([]taggedNode, error) {
+func (t registryTarget) referrerIndexes(ctx context.Context, d dest, refs []untaggedReferrer) ([]taggedNode, error) {
 	bySubject := map[digest.Digest][]ocispec.Descriptor{}
 	var subjects []digest.Digest
 	for _, r := range refs {
-		if r.Tag != "" {
-			continue
-		}
 		if _, ok := bySubject[r.subject]; !ok {
 			subjects = append(subjects, r.subject)
 		}
-		d := ocispec.Descriptor{MediaType: r.Desc.MediaType, Digest: r.Desc.Digest, Size: r.Desc.Size, ArtifactType: r.artifactType, Annotations: r.Desc.Annotations}
-		bySubject[r.subject] = append(bySubject[r.subject], d)
+		bySubject[r.subject] = append(bySubject[r.subject], ocispec.Descriptor{MediaType: r.desc.MediaType, Digest: r.desc.Digest, Size: r.desc.Size, ArtifactType: r.artifactType, Annotations: r.desc.Annotations})
 	}
 	if len(subjects) == 0 {
 		return nil, nil
 	}
-	repo := reference.TrimNamed(j.target).String()
+	repo := reference.TrimNamed(d.name).String()
 	var out []taggedNode
 	for _, subject := range subjects {
 		tag := referrerTags(subject)[0]
@@ -212,9 +224,9 @@ func (t registryTarget) referrerIndexes(ctx context.Context, j *job, refs []refe
 			return nil, fmt.Errorf("reading referrers index %s: %w", tag, err)
 		}
 		changed := false
-		for _, d := range bySubject[subject] {
-			if !slices.ContainsFunc(idx.Manifests, func(m ocispec.Descriptor) bool { return m.Digest == d.Digest }) {
-				idx.Manifests = append(idx.Manifests, d)
+		for _, r := range bySubject[subject] {
+			if !slices.ContainsFunc(idx.Manifests, func(m ocispec.Descriptor) bool { return m.Digest == r.Digest }) {
+				idx.Manifests = append(idx.Manifests, r)
 				changed = true
 			}
 		}
@@ -249,27 +261,32 @@ func (t layoutTarget) locate(reference.Named) (string, string) { return "", "" }
 
 func (t layoutTarget) describe(string) string { return "image layout " + t.store.Dir() }
 
-func (t layoutTarget) display(*job) string { return "" }
+func (t layoutTarget) display(dest) string { return "" }
 
-func (t layoutTarget) lookup(ctx context.Context, j *job, d digest.Digest) (ocispec.Descriptor, error) {
+func (t layoutTarget) lookup(ctx context.Context, d dest, dg digest.Digest) (ocispec.Descriptor, error) {
 	for _, e := range t.store.Index().Manifests {
-		if e.Annotations[ocispec.AnnotationRefName] == j.img.Ref && e.Digest == d && t.store.Exists(e) {
+		if e.Annotations[ocispec.AnnotationRefName] == d.ref && e.Digest == dg && t.store.Exists(e) {
 			return ocispec.Descriptor{MediaType: e.MediaType, Digest: e.Digest, Size: e.Size}, nil
 		}
 	}
-	return ocispec.Descriptor{}, fmt.Errorf("%s in %s: %w", j.img.Ref, t.store.Dir(), ErrNotFound)
+	return ocispec.Descriptor{}, fmt.Errorf("%s in %s: %w", d.ref, t.store.Dir(), ErrNotFound)
 }
 
-func (t layoutTarget) hasManifest(_ context.Context, j *job, tag string, d ocispec.Descriptor) (bool, error) {
-	if !t.store.Exists(d) {
+// hasBlob: a layout has one namespace.
+func (t layoutTarget) hasBlob(_ context.Context, _, _ string, desc ocispec.Descriptor) (bool, error) {
+	return t.store.Exists(desc), nil
+}
+
+func (t layoutTarget) hasManifest(_ context.Context, d dest, tag string, m ocispec.Descriptor) (bool, error) {
+	if !t.store.Exists(m) {
 		return false, nil
 	}
 	if tag == "" {
 		return true, nil
 	}
-	name := reference.TrimNamed(j.target).String() + ":" + tag
+	name := reference.TrimNamed(d.name).String() + ":" + tag
 	return slices.ContainsFunc(t.store.Index().Manifests, func(e ocispec.Descriptor) bool {
-		return e.Annotations[ocispec.AnnotationRefName] == name && e.Digest == d.Digest
+		return e.Annotations[ocispec.AnnotationRefName] == name && e.Digest == m.Digest
 	}), nil
 }
 
@@ -297,37 +314,38 @@ func (t layoutTarget) putBlob(ctx context.Context, _, _ string, desc ocispec.Des
 	return BlobCopied, nil
 }
 
-func (t layoutTarget) putManifest(ctx context.Context, j *job, n node, tag string, root bool) (bool, error) {
+func (t layoutTarget) putManifest(ctx context.Context, d dest, n node, tag string, root bool) (bool, error) {
 	if err := t.store.WriteBlob(ctx, n.desc, bytes.NewReader(n.data)); err != nil {
 		return false, localError{err}
 	}
-	t.name(j, n, tag, root)
+	t.name(d, n, tag, root)
 	return true, nil
 }
 
-// name names manifest n of j in index.json as putManifest does.
-func (t layoutTarget) name(j *job, n node, tag string, root bool) {
+// name names manifest n in index.json as putManifest does: a root by the
+// image's reference as written, a tagged manifest by repository and tag.
+func (t layoutTarget) name(d dest, n node, tag string, root bool) {
 	switch {
 	case root:
-		t.store.AddRef(n.desc, j.img.Ref)
+		t.store.AddRef(n.desc, d.ref)
 	case tag != "":
-		t.store.AddRef(n.desc, reference.TrimNamed(j.target).String()+":"+tag)
+		t.store.AddRef(n.desc, reference.TrimNamed(d.name).String()+":"+tag)
 	}
 }
 
 // referrersAPI is false: a layout keeps referrers under their tags, and
 // those found without one by a subject annotation.
-func (t layoutTarget) referrersAPI(context.Context, *job, digest.Digest) (bool, error) {
+func (t layoutTarget) referrersAPI(context.Context, dest, digest.Digest) (bool, error) {
 	return false, nil
 }
 
-func (t layoutTarget) referrerIndexes(_ context.Context, _ *job, refs []referrerGraph) ([]taggedNode, error) {
+// referrerIndexes names each referrer in index.json with its subject in an
+// annotation (see LayoutSource.Referrers): a layout needs no index.
+func (t layoutTarget) referrerIndexes(_ context.Context, _ dest, refs []untaggedReferrer) ([]taggedNode, error) {
 	for _, r := range refs {
-		if r.Tag == "" {
-			d := r.Desc
-			d.Annotations = map[string]string{subjectAnnotation: r.subject.String()}
-			t.store.AddRef(d, "")
-		}
+		d := r.desc
+		d.Annotations = map[string]string{subjectAnnotation: r.subject.String()}
+		t.store.AddRef(d, "")
 	}
 	return nil, nil
 }

@@ -115,6 +115,9 @@ func (s LayoutSource) Fetcher(ctx context.Context, img Image) (remotes.Fetcher, 
 // Location returns "", "": a layout's blobs cannot be mounted.
 func (s LayoutSource) Location(Image) (string, string) { return "", "" }
 
+func (LayoutSource) streamed() streamSource { return nil }
+func (LayoutSource) delta() *layout.Delta   { return nil }
+
 // Name returns "image layout " and its directory, or "thick bundle " and
 // the archive's path when Path is not the layout's directory.
 func (s LayoutSource) Name(Image) string {
@@ -139,7 +142,9 @@ func (s LayoutSource) Referrers(ctx context.Context, img Image, subject digest.D
 // layout.Archive), never extracting it: manifests come from the archive's
 // first pass; the engine reads the blobs in later passes, in the archive's
 // order, several uploads in flight, each blob checked against its digest
-// as it streams.
+// as it streams. Pass it as it is: a Source of the caller's that wraps it
+// is read in any order, as every other Source is, and its Fetcher serves
+// only manifests (a blob is an error matching layout.ErrStreamOnly).
 type ArchiveSource struct {
 	Archive *layout.Archive
 }
@@ -159,6 +164,8 @@ func (s ArchiveSource) Fetcher(ctx context.Context, img Image) (remotes.Fetcher,
 	}
 	return s.Archive, nil
 }
+
+func (s ArchiveSource) streamed() streamSource { return s }
 
 // Location returns "", "": an archive's blobs cannot be mounted.
 func (s ArchiveSource) Location(Image) (string, string) { return "", "" }
