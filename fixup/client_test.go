@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/containerd/containerd/remotes"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -259,7 +258,7 @@ type onlySource struct{ s Source }
 func (o onlySource) Resolve(ctx context.Context, img Image, want digest.Digest) (ocispec.Descriptor, error) {
 	return o.s.Resolve(ctx, img, want)
 }
-func (o onlySource) Fetcher(ctx context.Context, img Image) (remotes.Fetcher, error) {
+func (o onlySource) Fetcher(ctx context.Context, img Image) (Fetcher, error) {
 	return o.s.Fetcher(ctx, img)
 }
 func (o onlySource) Location(img Image) (string, string) { return o.s.Location(img) }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/cnabio/cnab-relocate/layout"
 	"github.com/cnabio/cnab-to-oci/relocation"
-	"github.com/containerd/containerd/remotes"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -83,7 +82,7 @@ func (s mappedSource) Resolve(ctx context.Context, img Image, want digest.Digest
 	return s.base.Resolve(ctx, s.where(img), want)
 }
 
-func (s mappedSource) Fetcher(ctx context.Context, img Image) (remotes.Fetcher, error) {
+func (s mappedSource) Fetcher(ctx context.Context, img Image) (Fetcher, error) {
 	return s.base.Fetcher(ctx, s.where(img))
 }
 

@@ -17,6 +17,14 @@ import (
 	"github.com/cnabio/cnab-relocate/resolver"
 )
 
+// Fetcher reads content by its descriptor. Its method is containerd's
+// remotes.Fetcher's: a containerd fetcher is one.
+type Fetcher interface {
+	// Fetch returns a reader of the content desc describes; the engine
+	// checks it against desc's size and digest as it reads.
+	Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error)
+}
+
 // Source is where images' content comes from: registries (thin bundles,
 // a nil Source), an OCI image layout (LayoutSource) or a thick bundle
 // archive (ArchiveSource). A caller's own Source is read in any order, and
@@ -26,8 +34,9 @@ type Source interface {
 	// is the digest the bundle records, or "" when it records none; a
 	// source that finds a different digest returns ErrDigestMismatch.
 	Resolve(ctx context.Context, img Image, want digest.Digest) (ocispec.Descriptor, error)
-	// Fetcher returns a fetcher for img's content.
-	Fetcher(ctx context.Context, img Image) (remotes.Fetcher, error)
+	// Fetcher returns a fetcher for img's content: its manifests and
+	// blobs, by descriptor.
+	Fetcher(ctx context.Context, img Image) (Fetcher, error)
 	// Location returns the registry host and repository path that img's
 	// blobs can be mounted from, or "", "" when it is not in a registry.
 	Location(img Image) (host, repo string)
@@ -149,7 +158,7 @@ func (s registrySource) Resolve(ctx context.Context, img Image, want digest.Dige
 
 // Fetcher returns the resolver's fetcher for img's repository; the root
 // Resolve read comes from memory, once.
-func (s registrySource) Fetcher(ctx context.Context, img Image) (remotes.Fetcher, error) {
+func (s registrySource) Fetcher(ctx context.Context, img Image) (Fetcher, error) {
 	name := reference.TrimNamed(img.Named).String()
 	f, err := s.reg.Fetcher(ctx, name)
 	if err != nil {

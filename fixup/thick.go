@@ -105,7 +105,7 @@ func (s LayoutSource) Resolve(ctx context.Context, img Image, want digest.Digest
 
 // Fetcher returns the layout. Content that does not match its descriptor
 // fails with ErrDigestMismatch.
-func (s LayoutSource) Fetcher(ctx context.Context, img Image) (remotes.Fetcher, error) {
+func (s LayoutSource) Fetcher(ctx context.Context, img Image) (Fetcher, error) {
 	if s.Store == nil {
 		return nil, noLayout(img)
 	}
@@ -158,7 +158,7 @@ func (s ArchiveSource) Resolve(ctx context.Context, img Image, want digest.Diges
 }
 
 // Fetcher returns the archive: it serves manifests and indexes.
-func (s ArchiveSource) Fetcher(ctx context.Context, img Image) (remotes.Fetcher, error) {
+func (s ArchiveSource) Fetcher(ctx context.Context, img Image) (Fetcher, error) {
 	if !s.Archive.HasLayout() {
 		return nil, noLayout(img)
 	}
