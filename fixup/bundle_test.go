@@ -28,6 +28,7 @@ func testdataDir(t testing.TB) string {
 }
 
 func TestLoadRealBundles(t *testing.T) {
+	t.Parallel()
 	dir := testdataDir(t)
 	files, _ := filepath.Glob(filepath.Join(dir, "real-bundles", "*.json"))
 	examples, _ := filepath.Glob(filepath.Join(dir, "cnab-spec", "examples", "*-bundle.json"))
@@ -72,6 +73,7 @@ func TestLoadRealBundles(t *testing.T) {
 }
 
 func TestRewriteKeepsEverythingElse(t *testing.T) {
+	t.Parallel()
 	in := `{"name":"x","version":"1.0.0","schemaVersion":"v1.0.0",
 	"x-unknown-top":{"z":1,"a":[1.50,2e3,"<&>"]},
 	"invocationImages":[{"image":"example.com/inv:1","imageType":"docker","custom-key":true}],
@@ -98,6 +100,7 @@ func TestRewriteKeepsEverythingElse(t *testing.T) {
 }
 
 func TestParseErrors(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, in, want string
 	}{
@@ -124,6 +127,7 @@ func TestParseErrors(t *testing.T) {
 
 // Digests are checked when a plan is made: the bundle loads, relocation refuses.
 func TestPlanDigestErrors(t *testing.T) {
+	t.Parallel()
 	m, err := relocator.New(relocator.OneToOne, "r.example/p")
 	if err != nil {
 		t.Fatal(err)
@@ -149,6 +153,7 @@ func TestPlanDigestErrors(t *testing.T) {
 }
 
 func TestParseTrailing(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, in, want string
 	}{
@@ -164,6 +169,7 @@ func TestParseTrailing(t *testing.T) {
 }
 
 func TestParseLeavesOtherTypesAlone(t *testing.T) {
+	t.Parallel()
 	b, err := Parse([]byte(`{"invocationImages":[{"image":"a/b:1"}],"images":{"c":{"image":"c","imageType":"c"},"n":{"imageType":"vm"}}}`))
 	if err != nil {
 		t.Fatal(err)
@@ -206,6 +212,7 @@ func FuzzParse(f *testing.F) {
 }
 
 func TestFromCNAB(t *testing.T) {
+	t.Parallel()
 	cb := &bundle.Bundle{
 		SchemaVersion: "v1.0.0", Name: "app", Version: "1.0.0",
 		InvocationImages: []bundle.InvocationImage{{BaseImage: bundle.BaseImage{ImageType: "docker", Image: "vendor/app:1"}}},

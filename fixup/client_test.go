@@ -51,6 +51,7 @@ func referrersOf(t *testing.T, host, repo string, subject ocispec.Descriptor) []
 // the digest and takes the image's referrers along, found through the
 // referrers API and put back where the target's API lists them.
 func TestLayoutAddPushCarriesReferrers(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	src, dst := registrytest.StartMemory(true), registrytest.StartMemory(true)
 	defer src.Close()
@@ -103,6 +104,7 @@ func TestLayoutAddPushCarriesReferrers(t *testing.T) {
 }
 
 func TestCopy(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	src, dst := registrytest.StartMemory(false), registrytest.StartMemory(false)
 	defer src.Close()
@@ -171,6 +173,7 @@ func TestCopy(t *testing.T) {
 }
 
 func TestNewLayoutRefusesANonEmptyDirectory(t *testing.T) {
+	t.Parallel()
 	c := newTestClient(t, ClientOptions{})
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "keep"), []byte("x"), 0o644); err != nil {
@@ -187,6 +190,7 @@ func TestNewLayoutRefusesANonEmptyDirectory(t *testing.T) {
 // TestLayoutFindForms: as written, normalised, or a tag alone when only
 // one image has it; a tag two images share is an error naming both.
 func TestLayoutFindForms(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	reg := registrytest.StartMemory(false)
 	defer reg.Close()
@@ -217,6 +221,7 @@ func TestLayoutFindForms(t *testing.T) {
 // TestCallEvents: a call's OnEvent replaces the client's for that call
 // only; calls without one (Export here) report to the client's.
 func TestCallEvents(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	src, dst := registrytest.StartMemory(false), registrytest.StartMemory(false)
 	defer src.Close()
@@ -274,6 +279,7 @@ type withReferrers struct {
 // referrers travel when it is a ReferrerSource, and otherwise the result
 // says nobody looked.
 func TestCallerSource(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	src, dst := registrytest.StartMemory(true), registrytest.StartMemory(true)
 	defer src.Close()

@@ -121,6 +121,7 @@ func fileDigest(t *testing.T, paths ...string) digest.Digest {
 }
 
 func TestExportDelta(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	fx := newExportFixture(t)
 	dir := t.TempDir()
@@ -234,6 +235,7 @@ func exportBlobsOf(t *testing.T, fx *exportFixture, b *Bundle) []*ExportBlob {
 }
 
 func TestExportDryRun(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	fx := newExportFixture(t)
 	base := filepath.Join(t.TempDir(), "app-1.tgz")
@@ -271,6 +273,7 @@ func TestExportDryRun(t *testing.T) {
 }
 
 func TestExportBadBase(t *testing.T) {
+	t.Parallel()
 	fx := newExportFixture(t)
 	dir := t.TempDir()
 	notArchive := filepath.Join(dir, "notes.tgz")
@@ -338,6 +341,7 @@ func (r *deltaRelocation) writes(from int) []string {
 }
 
 func TestRelocateDelta(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	fx := newExportFixture(t)
 	dir := t.TempDir()
@@ -426,6 +430,7 @@ func TestRelocateDelta(t *testing.T) {
 // left-out manifest, never taking it for the absent child of a sparse
 // index (an archive may hold one: see absentFrom).
 func TestRelocateDeltaIndexChildLeftOut(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	fx := newExportFixture(t)
 	c := fx.reg.Client()

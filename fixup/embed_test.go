@@ -23,6 +23,7 @@ func (p pushOnly) Pusher(ctx context.Context, ref string) (remotes.Pusher, error
 }
 
 func TestAPusherThatCannotStreamIsRefused(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	src, dst := registrytest.StartMemory(false), registrytest.StartMemory(false)
 	defer src.Close()

@@ -17,6 +17,7 @@ import (
 // sentinel a caller branches on, keep the registry's answer, and name no
 // command-line flag.
 func TestRegistryErrorClassifies(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		err  error

@@ -20,6 +20,7 @@ import (
 // rewritten bundle pull the source digest, and verify finds them.
 // Many-to-one keeps its by-digest form.
 func TestRelocateUntaggedIsLatest(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	src := registrytest.StartMemory(false)
 	defer src.Close()
@@ -155,6 +156,7 @@ func TestRelocateUntaggedIsLatest(t *testing.T) {
 // An untagged reference whose :latest has moved away from the digest the
 // bundle records fails, as a moved tag does, before anything is uploaded.
 func TestRelocateUntaggedLatestMoved(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	src, dst := registrytest.StartMemory(false), registrytest.StartMemory(false)
 	defer src.Close()
@@ -189,6 +191,7 @@ func TestRelocateUntaggedLatestMoved(t *testing.T) {
 // be sent again here; e2e's TestUntaggedIsLatest checks, against
 // distribution, that none is.)
 func TestRelocateUntaggedTagsAnOldRelocation(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	src, dst := registrytest.StartMemory(false), registrytest.StartMemory(false)
 	defer src.Close()

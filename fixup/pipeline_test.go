@@ -3,6 +3,7 @@ package fixup
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,22 +25,23 @@ func waitFor(cond func() bool) bool {
 // image's blob is still on its way: the second image's blob is held at the
 // source until the first image's manifest has reached the target.
 func TestPipelinePushesAnImageAsSoonAsItsBlobsAreIn(t *testing.T) {
-	src, dst := newRegStub(t), newRegStub(t)
-	small := src.seedImage("vendor/small", "1.0", 1, 1<<10)
-	big := src.seedImage("vendor/big", "1.0", 2, 64<<10)
+	t.Parallel()
+	src, dst := newTestRegistry(t), newTestRegistry(t)
+	small := src.seedImage(t, "vendor/small", "1.0", 1, 1<<10)
+	big := src.seedImage(t, "vendor/big", "1.0", 2, 64<<10)
 	held := "GET blob " + big.layers[0].Digest.String()
 	src.setFault(func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 		if key != held {
 			return false
 		}
 		if !waitFor(func() bool { return dst.count("PUT manifest "+small.tag) > 0 }) {
-			stubError(w, http.StatusServiceUnavailable, "UNAVAILABLE")
+			writeRegistryError(w, http.StatusServiceUnavailable, "UNAVAILABLE")
 			return true
 		}
 		time.Sleep(300 * time.Millisecond) // the big image ends well after the small one
 		return false
 	})
-	res, err := stubRelocate(t, src, dst, -1, -1, small, big)
+	res, err := relocateImages(t, src, dst, -1, -1, small, big)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +50,7 @@ func TestPipelinePushesAnImageAsSoonAsItsBlobsAreIn(t *testing.T) {
 			t.Errorf("%s: %v (the big image's blob waited for the small image's manifest, which never came)", img.Source, img.Err)
 		}
 	}
-	if _, ok := dst.manifest(stubTargetRepo(t, res, big), big.tag); !ok {
+	if _, ok := dst.manifest(targetRepoOf(t, res, big), big.tag); !ok {
 		t.Error("the big image was not pushed")
 	}
 	// Each image's duration ends when it was done, not when the run was.
@@ -66,22 +68,23 @@ func TestPipelinePushesAnImageAsSoonAsItsBlobsAreIn(t *testing.T) {
 // image's manifest is held at the source until a blob of the first image
 // has reached the target.
 func TestPipelineCopiesBlobsWhileImagesArePlanned(t *testing.T) {
-	src, dst := newRegStub(t), newRegStub(t)
-	first := src.seedImage("vendor/first", "1.0", 1, 8<<10)
-	second := src.seedImage("vendor/second", "2.0", 2, 8<<10)
+	t.Parallel()
+	src, dst := newTestRegistry(t), newTestRegistry(t)
+	first := src.seedImage(t, "vendor/first", "1.0", 1, 8<<10)
+	second := src.seedImage(t, "vendor/second", "2.0", 2, 8<<10)
 	src.setFault(func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 		if !strings.HasSuffix(r.URL.Path, "/vendor/second/manifests/"+second.tag) {
 			return false
 		}
 		if !waitFor(func() bool { return dst.hasBlob(first.layers[0].Digest) }) {
-			stubError(w, http.StatusServiceUnavailable, "UNAVAILABLE")
+			writeRegistryError(w, http.StatusServiceUnavailable, "UNAVAILABLE")
 			return true
 		}
 		return false
 	})
 	// One job: the second image is planned only after the first, and its
 	// resolution waits for the first image's blob.
-	res, err := stubRelocateJobs(t, src, dst, 1, first, second)
+	res, err := relocateImagesJobs(t, src, dst, 1, first, second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,10 +99,11 @@ func TestPipelineCopiesBlobsWhileImagesArePlanned(t *testing.T) {
 // second finds it placed, or being placed, and both are pushed with the
 // blob uploaded once.
 func TestPipelineSharedBlobInOneRepository(t *testing.T) {
-	src, dst := newRegStub(t), newRegStub(t)
-	a := src.seedImage("vendor/app", "1.0", 1, 16<<10)
-	b := src.seedImage("vendor/app", "2.0", 1, 16<<10) // same layers, same config
-	res, err := stubRelocate(t, src, dst, -1, -1, a, b)
+	t.Parallel()
+	src, dst := newTestRegistry(t), newTestRegistry(t)
+	a := src.seedImage(t, "vendor/app", "1.0", 1, 16<<10)
+	b := src.seedImage(t, "vendor/app", "2.0", 1, 16<<10) // same layers, same config
+	res, err := relocateImages(t, src, dst, -1, -1, a, b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,15 +127,16 @@ func TestPipelineSharedBlobInOneRepository(t *testing.T) {
 // A blob that cannot be placed fails every image that needs it, also one
 // planned after the failure, and the others go on.
 func TestPipelineFailedBlobFailsLaterImages(t *testing.T) {
-	src, dst := newRegStub(t), newRegStub(t)
-	a := src.seedImage("vendor/app", "1.0", 1, 16<<10)
-	b := src.seedImage("vendor/app", "2.0", 1, 16<<10) // shares a's blobs
-	ok := src.seedImage("vendor/other", "1.0", 3, 16<<10)
+	t.Parallel()
+	src, dst := newTestRegistry(t), newTestRegistry(t)
+	a := src.seedImage(t, "vendor/app", "1.0", 1, 16<<10)
+	b := src.seedImage(t, "vendor/app", "2.0", 1, 16<<10) // shares a's blobs
+	ok := src.seedImage(t, "vendor/other", "1.0", 3, 16<<10)
 	bad := "GET blob " + a.layers[0].Digest.String()
 	src.setFault(func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 		switch {
 		case key == bad:
-			stubError(w, http.StatusNotFound, "BLOB_UNKNOWN")
+			writeRegistryError(w, http.StatusNotFound, "BLOB_UNKNOWN")
 			return true
 		case strings.HasSuffix(r.URL.Path, "/vendor/app/manifests/"+b.tag):
 			// b is planned only once a's blob has failed.
@@ -140,7 +145,7 @@ func TestPipelineFailedBlobFailsLaterImages(t *testing.T) {
 		}
 		return false
 	})
-	res, _ := stubRelocateJobs(t, src, dst, 2, a, b, ok) // its error joins the images' errors
+	res, _ := relocateImagesJobs(t, src, dst, 2, a, b, ok) // its error joins the images' errors
 	if res == nil {
 		t.Fatal("no result")
 	}
@@ -150,8 +155,8 @@ func TestPipelineFailedBlobFailsLaterImages(t *testing.T) {
 			t.Errorf("%s: err = %v; want an error: %v", img.Source, img.Err, wantErr)
 		}
 	}
-	if dst.manifestCount() != 2 { // ok's, under its tag and its digest
-		t.Errorf("%d manifests pushed, want only the good image's", dst.manifestCount())
+	if got, want := dst.repos(t), []string{targetRepoOf(t, res, ok)}; !slices.Equal(got, want) {
+		t.Errorf("manifests were pushed to %v, want only the good image's %v", got, want)
 	}
 }
 
@@ -160,15 +165,16 @@ func TestPipelineFailedBlobFailsLaterImages(t *testing.T) {
 // mounted or found), however its plan and the placements of the blobs it
 // shares interleave; no blob is uploaded twice into one repository.
 func TestPipelineCountsEveryBlobOnce(t *testing.T) {
-	src, dst := newRegStub(t), newRegStub(t)
-	var imgs []stubImage
+	t.Parallel()
+	src, dst := newTestRegistry(t), newTestRegistry(t)
+	var imgs []seededImage
 	for r := range 4 {
 		for tag := range 10 {
 			seed := byte(tag % 3)
-			imgs = append(imgs, src.seedImage(fmt.Sprintf("vendor/r%d", r), fmt.Sprintf("t%d", tag), seed, 2<<10, 3<<10))
+			imgs = append(imgs, src.seedImage(t, fmt.Sprintf("vendor/r%d", r), fmt.Sprintf("t%d", tag), seed, 2<<10, 3<<10))
 		}
 	}
-	res, err := stubRelocateJobs(t, src, dst, 3, imgs...)
+	res, err := relocateImagesJobs(t, src, dst, 3, imgs...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +184,7 @@ func TestPipelineCountsEveryBlobOnce(t *testing.T) {
 	}
 	repos := map[digest.Digest]map[string]bool{}
 	for _, img := range imgs {
-		repo := stubTargetRepo(t, res, img)
+		repo := targetRepoOf(t, res, img)
 		if _, ok := dst.manifest(repo, img.tag); !ok {
 			t.Errorf("%s:%s was not pushed to %s", img.repo, img.tag, repo)
 		}

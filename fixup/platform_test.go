@@ -13,6 +13,7 @@ import (
 )
 
 func TestPlatformFilter(t *testing.T) {
+	t.Parallel()
 	child := func(name, os, arch, variant string) ocispec.Descriptor {
 		return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString(name), Size: 100,
 			Platform: &ocispec.Platform{OS: os, Architecture: arch, Variant: variant}}

@@ -209,6 +209,7 @@ func sortedStrings(s ...string) []string {
 // and a cosign signature only its tag names: the first by digest, the
 // second under its tag.
 func TestRelocateReferrersAPI(t *testing.T) {
+	t.Parallel()
 	e := newRefEnv(t, true, false)
 	img := e.image(t)
 	sbom := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: sbomType, Subject: &img.Root, Payload: []byte(`{"spdxVersion":"SPDX-2.3"}`)})
@@ -281,6 +282,7 @@ func TestRelocateReferrersAPI(t *testing.T) {
 // answers, the referrers tag schema index (left over from before the
 // registry had the API) is not copied: the API lists its referrers.
 func TestRelocateReferrersTagSchemaIndexWithAPI(t *testing.T) {
+	t.Parallel()
 	e := newRefEnv(t, true, false)
 	img := e.image(t)
 	sbom := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: sbomType, Subject: &img.Root, Payload: []byte("sbom")})
@@ -311,6 +313,7 @@ func TestRelocateReferrersTagSchemaIndexWithAPI(t *testing.T) {
 // TestRelocateReferrersRecursion copies referrers of referrers, through
 // the API and through cosign tags, maxReferrerDepth levels deep.
 func TestRelocateReferrersRecursion(t *testing.T) {
+	t.Parallel()
 	e := newRefEnv(t, true, false)
 	img := e.image(t)
 	// A chain through the API, one longer than followed.
@@ -350,6 +353,7 @@ func TestRelocateReferrersRecursion(t *testing.T) {
 // TestRelocateReferrersTypes keeps only referrers of the given artifact
 // types, and does not look for referrers of one left out.
 func TestRelocateReferrersTypes(t *testing.T) {
+	t.Parallel()
 	e := newRefEnv(t, true, false)
 	img := e.image(t)
 	sbom := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: sbomType, Subject: &img.Root, Payload: []byte("sbom")})
@@ -397,6 +401,7 @@ func failManifest(d ocispec.Descriptor) registrytest.FaultRule {
 // TestRelocateReferrerFails: a referrer whose manifest cannot be read
 // fails its image, or, with BestEffort, is reported and left out.
 func TestRelocateReferrerFails(t *testing.T) {
+	t.Parallel()
 	for _, bestEffort := range []bool{false, true} {
 		name := "fails the image"
 		if bestEffort {
@@ -458,6 +463,7 @@ func TestRelocateReferrerFails(t *testing.T) {
 // TestRelocateReferrerBestEffortKeepsOthers: with BestEffort, one
 // unreadable referrer costs that referrer, not the others of the image.
 func TestRelocateReferrerBestEffortKeepsOthers(t *testing.T) {
+	t.Parallel()
 	probe := newRefEnv(t, true, false)
 	badSpec := registrytest.ArtifactSpec{ArtifactType: sbomType, Payload: []byte("unreadable")}
 	badSpec.Subject = ptr(probe.image(t).Root)
@@ -490,6 +496,7 @@ func TestRelocateReferrerBestEffortKeepsOthers(t *testing.T) {
 // TestRelocateReferrerListedAndTagged: a referrer the API lists that is
 // also under a cosign tag keeps its tag in the target.
 func TestRelocateReferrerListedAndTagged(t *testing.T) {
+	t.Parallel()
 	e := newRefEnv(t, true, false)
 	img := e.image(t)
 	sigTag := cosignTag(img.Root.Digest, ".sig")
@@ -508,6 +515,7 @@ func TestRelocateReferrerListedAndTagged(t *testing.T) {
 // TestRelocateReferrersDisabled: with referrers off, not one request looks
 // for them.
 func TestRelocateReferrersDisabled(t *testing.T) {
+	t.Parallel()
 	e := newRefEnv(t, true, false)
 	img := e.image(t)
 	sbom := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: sbomType, Subject: &img.Root, Payload: []byte("sbom")})
@@ -570,6 +578,7 @@ func (f *fakeReferrerAPI) Referrers(ctx context.Context, repo string, subject di
 // TestRegistrySourceReferrers: which of the API's answer and the tag
 // schema tags registrySource.Referrers returns.
 func TestRegistrySourceReferrers(t *testing.T) {
+	t.Parallel()
 	subject := digest.FromString("image")
 	repo := "registry.example.com/team/app"
 	img := Image{Ref: repo + ":1.0", Named: mustNamed(repo + ":1.0")}
@@ -676,6 +685,7 @@ type plainResolver struct{ remotes.Resolver }
 // referrers export wrote: by their tag schema tag (with or without a
 // repository) and by the subject annotation.
 func TestLayoutSourceReferrers(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	store, err := layout.Create(t.TempDir())
 	if err != nil {
@@ -753,6 +763,7 @@ func TestLayoutSourceReferrers(t *testing.T) {
 // schema index are reported each as an artifact (digest, artifact type,
 // subject), after the index, reported as such.
 func TestReferrersFoundThroughAnIndexAreListed(t *testing.T) {
+	t.Parallel()
 	e := newRefEnv(t, false, false)
 	img := e.image(t)
 	sbom := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: sbomType, Subject: &img.Root, Payload: []byte("sbom")})
@@ -780,24 +791,18 @@ func TestReferrersFoundThroughAnIndexAreListed(t *testing.T) {
 // A registry without the referrers API is asked once, not once per image
 // planned at the same time: the others wait for the first answer.
 func TestReferrersAPIProbedOncePerRegistry(t *testing.T) {
-	src, dst := newRegStub(t), newRegStub(t)
-	var imgs []stubImage
+	t.Parallel()
+	src, dst := newTestRegistry(t), newTestRegistry(t)
+	var imgs []seededImage
 	for i := range 8 {
-		imgs = append(imgs, src.seedImage(fmt.Sprintf("vendor/app%d", i), "1.0", byte(i), 1<<10))
+		imgs = append(imgs, src.seedImage(t, fmt.Sprintf("vendor/app%d", i), "1.0", byte(i), 1<<10))
 	}
-	if _, err := stubRelocateJobs(t, src, dst, 8, imgs...); err != nil {
+	if _, err := relocateImagesJobs(t, src, dst, 8, imgs...); err != nil {
 		t.Fatal(err)
 	}
-	src.mu.Lock()
-	defer src.mu.Unlock()
-	asked := 0
-	for key, n := range src.counts {
-		if strings.Contains(key, "/referrers/") {
-			asked += n
-		}
-	}
+	asked := src.countWhere(func(key string) bool { return strings.Contains(key, "/referrers/") })
 	if asked != 1 {
-		t.Errorf("the referrers API was asked %d times, want once (the stub has none)", asked)
+		t.Errorf("the referrers API was asked %d times, want once (the registry has none)", asked)
 	}
 }
 
@@ -831,6 +836,7 @@ func (f *flakyTags) Referrers(context.Context, string, digest.Digest) ([]ocispec
 // A failed tag list is not kept for the rest of the run: the next asker
 // lists again and gets the tags.
 func TestTagCacheForgetsAFailure(t *testing.T) {
+	t.Parallel()
 	api := &flakyTags{failures: 1}
 	var c tagCache
 	ctx := context.Background()
@@ -848,6 +854,7 @@ func TestTagCacheForgetsAFailure(t *testing.T) {
 
 // Askers that come while the list is asked for share that one call.
 func TestTagCacheSharesOneCall(t *testing.T) {
+	t.Parallel()
 	api := &flakyTags{gate: make(chan struct{})}
 	var c tagCache
 	var wg sync.WaitGroup
@@ -893,6 +900,7 @@ func TestTagCacheSharesOneCall(t *testing.T) {
 // and the image's tag is written last. The reverse direction writes the
 // index (TestRelocateReferrersAPI).
 func TestRelocateTagSchemaIntoReferrersAPI(t *testing.T) {
+	t.Parallel()
 	e := newRefEnv(t, false, true)
 	img := e.image(t)
 	sbom := e.artifact(t, registrytest.ArtifactSpec{ArtifactType: sbomType, Subject: &img.Root, Payload: []byte(`{"spdxVersion":"SPDX-2.3"}`)})
@@ -956,6 +964,7 @@ func TestRelocateTagSchemaIntoReferrersAPI(t *testing.T) {
 // with Refresh copies what the target lacks, findable there, listing the
 // source's tags once for the two images of the repository.
 func TestRefreshReferrers(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct{ srcAPI, dstAPI bool }{{false, false}, {false, true}, {true, false}, {true, true}} {
 		t.Run(fmt.Sprintf("source API %v, target API %v", c.srcAPI, c.dstAPI), func(t *testing.T) {
 			ctx := context.Background()

@@ -16,6 +16,7 @@ import (
 // points at each image in the bundle's repository by digest; relocating
 // through that map reads the images there.
 func TestPushPullBundle(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	reg := registrytest.StartMemory(false)
 	defer reg.Close()
@@ -72,6 +73,7 @@ func TestPushPullBundle(t *testing.T) {
 }
 
 func TestPullBundleNotABundle(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	reg := registrytest.StartMemory(false)
 	defer reg.Close()
@@ -90,6 +92,7 @@ func TestPullBundleNotABundle(t *testing.T) {
 }
 
 func TestSourceMappingUnmapped(t *testing.T) {
+	t.Parallel()
 	b, _ := Parse([]byte(`{"invocationImages":[{"image":"127.0.0.1:1/a:1"}],"images":{"b":{"image":"127.0.0.1:1/b:1"},"v":{"imageType":"vm","image":"x"}}}`))
 	m, _ := relocator.New(relocator.OneToOne, "127.0.0.1:2/team")
 	c := newTestClient(t, ClientOptions{})

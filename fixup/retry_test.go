@@ -32,7 +32,7 @@ func faultStatus(w http.ResponseWriter, r *http.Request, code int, retryAfter st
 	if retryAfter != "" {
 		w.Header().Set("Retry-After", retryAfter)
 	}
-	stubError(w, code, "STUB_FAULT")
+	writeRegistryError(w, code, "STUB_FAULT")
 	return true
 }
 
@@ -40,49 +40,50 @@ func faultStatus(w http.ResponseWriter, r *http.Request, code int, retryAfter st
 // often, by whom (the transport for replayable requests, the engine whole
 // for streaming transfers), and that permanent ones are not.
 func TestRetries(t *testing.T) {
-	type counts map[string]int // stub key -> want count; "src:" or "dst:" prefix
+	t.Parallel()
+	type counts map[string]int // requestKey -> want count; "src:" or "dst:" prefix
 	tests := []struct {
 		name    string
 		retries int
 		// transportRetries is the resolver's; 0: same as retries.
 		transportRetries int
-		src              func(img stubImage) func(w http.ResponseWriter, r *http.Request, key string, n int) bool
-		dst              func(img stubImage) func(w http.ResponseWriter, r *http.Request, key string, n int) bool
+		src              func(img seededImage) func(w http.ResponseWriter, r *http.Request, key string, n int) bool
+		dst              func(img seededImage) func(w http.ResponseWriter, r *http.Request, key string, n int) bool
 		wantErr          error // nil: success
-		want             func(stubImage) counts
+		want             func(seededImage) counts
 		minWait          time.Duration // a wait at least this long (Retry-After) must be asked for
 	}{{
 		name: "429 with Retry-After 1 on a blob GET is waited for by the transport",
-		src: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
+		src: func(img seededImage) func(http.ResponseWriter, *http.Request, string, int) bool {
 			return func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 				return key == "GET blob "+img.layers[0].Digest.String() && n == 1 && faultStatus(w, r, 429, "1")
 			}
 		},
-		want: func(img stubImage) counts {
+		want: func(img seededImage) counts {
 			l := img.layers[0].Digest.String()
 			return counts{"src:GET blob " + l: 2, "dst:PUT blob " + l: 1, "dst:POST upload": 3}
 		},
 		minWait: time.Second,
 	}, {
 		name: "429 with Retry-After 1 on a blob PUT is waited for and the upload restarts whole",
-		dst: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
+		dst: func(img seededImage) func(http.ResponseWriter, *http.Request, string, int) bool {
 			return func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 				return key == "PUT blob "+img.layers[0].Digest.String() && n == 1 && faultStatus(w, r, 429, "1")
 			}
 		},
-		want: func(img stubImage) counts {
+		want: func(img seededImage) counts {
 			l := img.layers[0].Digest.String()
 			return counts{"src:GET blob " + l: 2, "dst:PUT blob " + l: 2, "dst:POST upload": 4}
 		},
 		minWait: time.Second,
 	}, {
 		name: "503 on a blob PUT restarts the upload",
-		dst: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
+		dst: func(img seededImage) func(http.ResponseWriter, *http.Request, string, int) bool {
 			return func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 				return key == "PUT blob "+img.layers[1].Digest.String() && n <= 2 && faultStatus(w, r, 503, "")
 			}
 		},
-		want: func(img stubImage) counts {
+		want: func(img seededImage) counts {
 			l := img.layers[1].Digest.String()
 			return counts{"src:GET blob " + l: 3, "dst:PUT blob " + l: 3, "dst:POST upload": 5}
 		},
@@ -93,52 +94,52 @@ func TestRetries(t *testing.T) {
 		// not a hang nor a corrupt upload.
 		name:             "containerd's own replay of a 429 blob PUT ends in a clean whole retry",
 		transportRetries: -1,
-		dst: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
+		dst: func(img seededImage) func(http.ResponseWriter, *http.Request, string, int) bool {
 			return func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 				return key == "PUT blob "+img.layers[0].Digest.String() && n == 1 && faultStatus(w, r, 429, "0")
 			}
 		},
-		want: func(img stubImage) counts {
+		want: func(img seededImage) counts {
 			l := img.layers[0].Digest.String()
 			return counts{"src:GET blob " + l: 2, "dst:PUT blob body mismatch": 0}
 		},
 	}, {
 		name:             "containerd's own replay of a 429 manifest PUT ends in a clean whole retry",
 		transportRetries: -1,
-		dst: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
+		dst: func(img seededImage) func(http.ResponseWriter, *http.Request, string, int) bool {
 			return func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 				return key == "PUT manifest "+img.tag && n == 1 && faultStatus(w, r, 429, "0")
 			}
 		},
-		want: func(img stubImage) counts { return counts{"dst:PUT blob body mismatch": 0} },
+		want: func(img seededImage) counts { return counts{"dst:PUT blob body mismatch": 0} },
 	}, {
 		name: "BLOB_UPLOAD_UNKNOWN on the PUT restarts the upload",
-		dst: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
+		dst: func(img seededImage) func(http.ResponseWriter, *http.Request, string, int) bool {
 			return func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 				if key != "PUT blob "+img.layers[0].Digest.String() || n != 1 {
 					return false
 				}
 				io.Copy(io.Discard, r.Body)
-				stubError(w, http.StatusNotFound, "BLOB_UPLOAD_UNKNOWN")
+				writeRegistryError(w, http.StatusNotFound, "BLOB_UPLOAD_UNKNOWN")
 				return true
 			}
 		},
-		want: func(img stubImage) counts {
+		want: func(img seededImage) counts {
 			l := img.layers[0].Digest.String()
 			return counts{"src:GET blob " + l: 2, "dst:PUT blob " + l: 2, "dst:POST upload": 4}
 		},
 	}, {
 		name: "429 on a manifest PUT is retried whole, no hang",
-		dst: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
+		dst: func(img seededImage) func(http.ResponseWriter, *http.Request, string, int) bool {
 			return func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 				return key == "PUT manifest "+img.tag && n == 1 && faultStatus(w, r, 429, "0")
 			}
 		},
-		want: func(img stubImage) counts { return counts{"dst:PUT manifest " + img.tag: 2} },
+		want: func(img seededImage) counts { return counts{"dst:PUT manifest " + img.tag: 2} },
 	}, {
 		name: "a reset in the middle of a blob GET is retried whole",
-		src: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
-			data := stubLayerData(img, 0)
+		src: func(img seededImage) func(http.ResponseWriter, *http.Request, string, int) bool {
+			data := layerData(img, 0)
 			return func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 				if key != "GET blob "+img.layers[0].Digest.String() || n != 1 {
 					return false
@@ -147,12 +148,12 @@ func TestRetries(t *testing.T) {
 				return true
 			}
 		},
-		want: func(img stubImage) counts {
+		want: func(img seededImage) counts {
 			return counts{"src:GET blob " + img.layers[0].Digest.String(): 2, "dst:POST upload": 4}
 		},
 	}, {
 		name: "a reset while the target reads a blob PUT restarts the upload",
-		dst: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
+		dst: func(img seededImage) func(http.ResponseWriter, *http.Request, string, int) bool {
 			return func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 				if key != "PUT blob "+img.layers[1].Digest.String() || n != 1 {
 					return false
@@ -161,71 +162,71 @@ func TestRetries(t *testing.T) {
 				return true
 			}
 		},
-		want: func(img stubImage) counts {
+		want: func(img seededImage) counts {
 			l := img.layers[1].Digest.String()
 			return counts{"src:GET blob " + l: 2, "dst:PUT blob " + l: 2, "dst:POST upload": 4}
 		},
 	}, {
 		name:    "500 on every GET of a blob: retries+1 requests in all, then the image fails",
 		retries: 2,
-		src: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
+		src: func(img seededImage) func(http.ResponseWriter, *http.Request, string, int) bool {
 			return func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 				return key == "GET blob "+img.layers[0].Digest.String() && faultStatus(w, r, 500, "")
 			}
 		},
 		wantErr: resolver.ErrRetriesExhausted,
-		want: func(img stubImage) counts {
+		want: func(img seededImage) counts {
 			return counts{"src:GET blob " + img.layers[0].Digest.String(): 3, "dst:PUT manifest " + img.tag: 0}
 		},
 	}, {
 		name:    "500 on every PUT of a blob: retries+1 uploads in all, then the image fails",
 		retries: 2,
-		dst: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
+		dst: func(img seededImage) func(http.ResponseWriter, *http.Request, string, int) bool {
 			return func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 				return key == "PUT blob "+img.layers[0].Digest.String() && faultStatus(w, r, 500, "")
 			}
 		},
 		wantErr: ErrTarget,
-		want: func(img stubImage) counts {
+		want: func(img seededImage) counts {
 			return counts{"dst:PUT blob " + img.layers[0].Digest.String(): 3, "dst:PUT manifest " + img.tag: 0}
 		},
 	}, {
 		name: "404 on a blob GET is not retried",
-		src: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
+		src: func(img seededImage) func(http.ResponseWriter, *http.Request, string, int) bool {
 			return func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 				return key == "GET blob "+img.layers[0].Digest.String() && faultStatus(w, r, 404, "")
 			}
 		},
 		wantErr: errdefs.ErrNotFound,
-		want: func(img stubImage) counts {
+		want: func(img seededImage) counts {
 			return counts{"src:GET blob " + img.layers[0].Digest.String(): 1, "dst:PUT manifest " + img.tag: 0}
 		},
 	}, {
 		name: "403 on a blob GET is not retried",
-		src: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
+		src: func(img seededImage) func(http.ResponseWriter, *http.Request, string, int) bool {
 			return func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 				return key == "GET blob "+img.layers[0].Digest.String() && faultStatus(w, r, 403, "")
 			}
 		},
 		wantErr: ErrSource,
-		want: func(img stubImage) counts {
+		want: func(img seededImage) counts {
 			return counts{"src:GET blob " + img.layers[0].Digest.String(): 1, "dst:PUT manifest " + img.tag: 0}
 		},
 	}, {
 		name: "403 on a blob PUT is not retried",
-		dst: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
+		dst: func(img seededImage) func(http.ResponseWriter, *http.Request, string, int) bool {
 			return func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 				return key == "PUT blob "+img.layers[0].Digest.String() && faultStatus(w, r, 403, "")
 			}
 		},
 		wantErr: ErrTarget,
-		want: func(img stubImage) counts {
+		want: func(img seededImage) counts {
 			return counts{"dst:PUT blob " + img.layers[0].Digest.String(): 1, "dst:PUT manifest " + img.tag: 0}
 		},
 	}, {
 		name: "a blob with one flipped byte fails the image at once; the target never gets a whole body",
-		src: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
-			data := stubLayerData(img, 1)
+		src: func(img seededImage) func(http.ResponseWriter, *http.Request, string, int) bool {
+			data := layerData(img, 1)
 			return func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 				if key != "GET blob "+img.layers[1].Digest.String() {
 					return false
@@ -239,13 +240,13 @@ func TestRetries(t *testing.T) {
 			}
 		},
 		wantErr: ErrDigestMismatch,
-		want: func(img stubImage) counts {
+		want: func(img seededImage) counts {
 			l := img.layers[1].Digest.String()
 			return counts{"src:GET blob " + l: 1, "dst:PUT blob body mismatch": 0, "dst:PUT manifest " + img.tag: 0}
 		},
 	}, {
 		name: "a manifest that is not the one asked for fails the image before any upload",
-		src: func(img stubImage) func(http.ResponseWriter, *http.Request, string, int) bool {
+		src: func(img seededImage) func(http.ResponseWriter, *http.Request, string, int) bool {
 			return func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 				if key != "GET manifest "+img.root.Digest.String() {
 					return false
@@ -262,14 +263,14 @@ func TestRetries(t *testing.T) {
 			}
 		},
 		wantErr: ErrDigestMismatch,
-		want: func(img stubImage) counts {
+		want: func(img seededImage) counts {
 			return counts{"src:GET manifest " + img.root.Digest.String(): 1, "dst:POST upload": 0, "dst:PUT manifest " + img.tag: 0}
 		},
 	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			src, dst := newRegStub(t), newRegStub(t)
-			img := src.seedImage("vendor/app", "1.0", 1, 40<<10, 70<<10)
+			src, dst := newTestRegistry(t), newTestRegistry(t)
+			img := src.seedImage(t, "vendor/app", "1.0", 1, 40<<10, 70<<10)
 			if tc.src != nil {
 				src.setFault(tc.src(img))
 			}
@@ -281,13 +282,13 @@ func TestRetries(t *testing.T) {
 				tr = tc.retries
 			}
 			clock := retry.NewFakeClock(true)
-			res, err := stubRelocateClock(t, clock, src, dst, tc.retries, tr, img)
+			res, err := relocateImagesClock(t, clock, src, dst, tc.retries, tr, img)
 			t.Logf("waits %v, err: %v", clock.Waits(), err)
 			if tc.wantErr == nil {
 				if err != nil {
 					t.Fatalf("Relocate: %v", err)
 				}
-				repo := stubTargetRepo(t, res, img)
+				repo := targetRepoOf(t, res, img)
 				m, ok := dst.manifest(repo, img.tag)
 				if !ok || digest.FromBytes(m.data) != img.root.Digest {
 					t.Errorf("target %s:%s = %v; want the manifest %s", repo, img.tag, ok, img.root.Digest)
@@ -304,8 +305,8 @@ func TestRetries(t *testing.T) {
 				if err != nil && !strings.Contains(err.Error(), src.Host+"/vendor/app:1.0") {
 					t.Errorf("err %q does not name the image", err)
 				}
-				if dst.manifestCount() != 0 {
-					t.Errorf("the target holds %d manifests after a failure; want none", dst.manifestCount())
+				if got := dst.repos(t); len(got) != 0 {
+					t.Errorf("the target holds manifests in %v after a failure; want none", got)
 				}
 			}
 			if longest := slices.Max(append(clock.Waits(), 0)); longest < tc.minWait {
@@ -324,15 +325,11 @@ func TestRetries(t *testing.T) {
 	}
 }
 
-// stubLayerData returns the content of img's layer i, as seedImage made it.
-func stubLayerData(img stubImage, i int) []byte {
-	seed := byte(1)
-	data := make([]byte, img.layers[i].Size)
-	for j := range data {
-		data[j] = byte(j*int(seed+1)+i) ^ byte(j>>8)
-	}
+// layerData returns the content of img's layer i, as seedImage made it.
+func layerData(img seededImage, i int) []byte {
+	data := seedLayer(1, i, int(img.layers[i].Size))
 	if digest.FromBytes(data) != img.layers[i].Digest {
-		panic("stubLayerData out of step with seedImage")
+		panic("layerData out of step with seedImage")
 	}
 	return data
 }
@@ -340,8 +337,9 @@ func stubLayerData(img stubImage, i int) []byte {
 // TestRelocateCancel proves a cancelled run stops promptly even while a
 // request hangs, and writes nothing under a tag.
 func TestRelocateCancel(t *testing.T) {
-	src, dst := newRegStub(t), newRegStub(t)
-	img := src.seedImage("vendor/app", "1.0", 1, 40<<10)
+	t.Parallel()
+	src, dst := newTestRegistry(t), newTestRegistry(t)
+	img := src.seedImage(t, "vendor/app", "1.0", 1, 40<<10)
 	src.setFault(func(w http.ResponseWriter, r *http.Request, key string, n int) bool {
 		if !strings.HasPrefix(key, "GET blob ") {
 			return false
@@ -368,12 +366,13 @@ func TestRelocateCancel(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v, want context.Canceled", err)
 	}
-	if _, ok := dst.manifest("team", img.tag); ok || dst.manifestCount() != 0 {
+	if _, ok := dst.manifest("team", img.tag); ok || len(dst.repos(t)) != 0 {
 		t.Error("a manifest was pushed")
 	}
 }
 
 func TestRetryable(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		err  error
 		want bool

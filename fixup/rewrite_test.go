@@ -12,6 +12,7 @@ import (
 // order, each byte for byte (unknown fields, annotations, odd spacing),
 // and keeps every other field of the index, as written.
 func TestRewriteIndex(t *testing.T) {
+	t.Parallel()
 	a, b, c := digest.FromString("a"), digest.FromString("b"), digest.FromString("c")
 	data := []byte(`{
   "schemaVersion": 2,

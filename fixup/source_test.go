@@ -6,23 +6,24 @@ import (
 	"testing"
 )
 
-// stubBundleRelocate relocates one image, recorded with contentDigest (none
+// relocateBundle relocates one image, recorded with contentDigest (none
 // when ""), from src into dst/team.
-func stubBundleRelocate(t *testing.T, src, dst *regStub, img stubImage, contentDigest string) (*Result, error) {
+func relocateBundle(t *testing.T, src, dst *testRegistry, img seededImage, contentDigest string) (*Result, error) {
 	t.Helper()
 	inv := map[string]any{"image": src.Host + "/" + img.repo + ":" + img.tag}
 	if contentDigest != "" {
 		inv["contentDigest"] = contentDigest
 	}
-	return stubRelocateInv(t, nil, dst, 0, 0, 0, []any{inv})
+	return relocateInv(t, nil, dst, 0, 0, 0, []any{inv})
 }
 
 // The source root is resolved and read in one GET of the tag: no HEAD
 // first, no GET by digest after.
 func TestResolveReadsTheRootOnce(t *testing.T) {
-	src, dst := newRegStub(t), newRegStub(t)
-	img := src.seedImage("vendor/app", "1.0", 1, 4<<10)
-	if _, err := stubBundleRelocate(t, src, dst, img, img.root.Digest.String()); err != nil {
+	t.Parallel()
+	src, dst := newTestRegistry(t), newTestRegistry(t)
+	img := src.seedImage(t, "vendor/app", "1.0", 1, 4<<10)
+	if _, err := relocateBundle(t, src, dst, img, img.root.Digest.String()); err != nil {
 		t.Fatal(err)
 	}
 	for key, want := range map[string]int{
@@ -34,7 +35,7 @@ func TestResolveReadsTheRootOnce(t *testing.T) {
 			t.Errorf("source: %s: %d requests, want %d", key, n, want)
 		}
 	}
-	if dst.manifestCount() == 0 {
+	if len(dst.repos(t)) == 0 {
 		t.Error("nothing was pushed")
 	}
 }
@@ -42,10 +43,11 @@ func TestResolveReadsTheRootOnce(t *testing.T) {
 // A tag that moved away from the digest the bundle records fails the image,
 // naming both digests, before anything is uploaded.
 func TestResolveCatchesAMovedTag(t *testing.T) {
-	src, dst := newRegStub(t), newRegStub(t)
-	img := src.seedImage("vendor/app", "1.0", 1, 4<<10)
-	old := src.seedImage("vendor/app", "0.9", 2, 4<<10)
-	res, err := stubBundleRelocate(t, src, dst, img, old.root.Digest.String())
+	t.Parallel()
+	src, dst := newTestRegistry(t), newTestRegistry(t)
+	img := src.seedImage(t, "vendor/app", "1.0", 1, 4<<10)
+	old := src.seedImage(t, "vendor/app", "0.9", 2, 4<<10)
+	res, err := relocateBundle(t, src, dst, img, old.root.Digest.String())
 	if !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("err = %v, want a digest mismatch", err)
 	}
@@ -55,18 +57,19 @@ func TestResolveCatchesAMovedTag(t *testing.T) {
 	if res == nil || len(res.Images) != 1 || res.Images[0].Err == nil {
 		t.Errorf("result %+v: want the image failed", res)
 	}
-	if n := dst.count("POST upload"); n != 0 || dst.manifestCount() != 0 {
-		t.Errorf("the target got %d uploads and %d manifests; want none", n, dst.manifestCount())
+	if n, repos := dst.count("POST upload"), dst.repos(t); n != 0 || len(repos) != 0 {
+		t.Errorf("the target got %d uploads and manifests in %v; want none", n, repos)
 	}
 }
 
 // Without a contentDigest the source is asked with a HEAD, so a rerun that
 // finds the image in the target GETs no manifest (a pull, to Docker Hub).
 func TestResolveWithoutDigestRerunGetsNoManifest(t *testing.T) {
-	src, dst := newRegStub(t), newRegStub(t)
-	img := src.seedImage("vendor/app", "1.0", 1, 4<<10)
+	t.Parallel()
+	src, dst := newTestRegistry(t), newTestRegistry(t)
+	img := src.seedImage(t, "vendor/app", "1.0", 1, 4<<10)
 	for run := range 2 {
-		if _, err := stubBundleRelocate(t, src, dst, img, ""); err != nil {
+		if _, err := relocateBundle(t, src, dst, img, ""); err != nil {
 			t.Fatalf("run %d: %v", run+1, err)
 		}
 	}

@@ -176,6 +176,7 @@ func rewriteArchive(t *testing.T, src, dst string, change func(name string, data
 // match fails its image, naming the archive and the blob, and nothing of
 // that image is tagged in the target; the other image is relocated.
 func TestRelocateArchiveCorruptLayer(t *testing.T) {
+	t.Parallel()
 	archive, _, imgs, big := streamFixture(t)
 	ctx := context.Background()
 	bad := filepath.Join(t.TempDir(), "bad.tgz")
@@ -203,6 +204,7 @@ func TestRelocateArchiveCorruptLayer(t *testing.T) {
 // opens, then fails when its layers stream: every image it feeds fails,
 // as bad input naming the archive, and none is tagged in the target.
 func TestRelocateArchiveTruncated(t *testing.T) {
+	t.Parallel()
 	archive, _, imgs, _ := streamFixture(t)
 	ctx := context.Background()
 	data, err := os.ReadFile(archive)
@@ -232,6 +234,7 @@ func TestRelocateArchiveTruncated(t *testing.T) {
 // TestRelocatePlainTarArchive: an archive that is a plain tar (not
 // gzipped) streams the same.
 func TestRelocatePlainTarArchive(t *testing.T) {
+	t.Parallel()
 	archive, _, imgs, _ := streamFixture(t)
 	in, err := os.Open(archive)
 	if err != nil {

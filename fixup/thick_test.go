@@ -87,6 +87,7 @@ func thickImage(t *testing.T, ref string) Image {
 }
 
 func TestLayoutSourceResolve(t *testing.T) {
+	t.Parallel()
 	s, app, multi := thickLayout(t)
 	src := LayoutSource{Store: s, Path: "app-1.0.tgz"}
 	ctx := context.Background()
@@ -159,6 +160,7 @@ func TestLayoutSourceResolve(t *testing.T) {
 }
 
 func TestLayoutSourceCorruptBlob(t *testing.T) {
+	t.Parallel()
 	s, app, _ := thickLayout(t)
 	src := LayoutSource{Store: s, Path: "app.tgz"}
 	ctx := context.Background()

@@ -59,6 +59,7 @@ func assertEmpty(t *testing.T, dir string) {
 }
 
 func TestWriteArchiveDeterministic(t *testing.T) {
+	t.Parallel()
 	out := t.TempDir()
 	a, b := filepath.Join(out, "a.tgz"), filepath.Join(out, "b.tgz")
 	if err := WriteArchive(a, []byte(testBundle), testLayout(t)); err != nil {
@@ -142,6 +143,7 @@ func TestWriteArchiveDeterministic(t *testing.T) {
 }
 
 func TestWriteArchiveErrorsLeaveNothing(t *testing.T) {
+	t.Parallel()
 	out := t.TempDir()
 	dest := filepath.Join(out, "app.tgz")
 	if err := WriteArchive(dest, []byte(testBundle), filepath.Join(out, "no-such-layout")); err == nil {
@@ -307,6 +309,7 @@ func TestOpenArchivePlainTar(t *testing.T) {
 }
 
 func TestIsArchive(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	write := func(name string, data []byte) string {
 		p := filepath.Join(dir, name)
@@ -556,6 +559,7 @@ func gzipBytes(b []byte) []byte {
 }
 
 func TestSparseTarIsSparse(t *testing.T) {
+	t.Parallel()
 	// The fixture really is what the reader expands: check it with the
 	// standard reader alone.
 	tr := tar.NewReader(bytes.NewReader(sparseTar()))

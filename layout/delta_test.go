@@ -16,6 +16,7 @@ import (
 // makes the archive invalid, naming the record; extra files go only under
 // artifacts/, outside the layout.
 func TestDeltaRecord(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	layoutDir := filepath.Join(dir, "layout")
 	s, err := Create(layoutDir)
@@ -82,6 +83,7 @@ func TestDeltaRecord(t *testing.T) {
 // "./" names, the layout before bundle.json), gzipped or plain, for every
 // blob it holds, hashing the file's bytes.
 func TestReadHoldingsPorterOrder(t *testing.T) {
+	t.Parallel()
 	img := newOrderImage(t, "registry.example.com/team/app:1.0")
 	for _, gz := range []bool{true, false} {
 		data := makeTar(t, gz, img.porterOrder()...)

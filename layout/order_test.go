@@ -167,6 +167,7 @@ func TestArchiveAnyOrder(t *testing.T) {
 // blobs would have changed where they are found, so it is an error naming
 // it, not silently ignored.
 func TestArchiveMappingAfterPause(t *testing.T) {
+	t.Parallel()
 	img := newOrderImage(t, "vendor.example/app:1.0")
 	path := filepath.Join(t.TempDir(), "app.tgz")
 	os.WriteFile(path, makeTar(t, true, img.inOrder(BundleFile, ocispec.ImageLayoutFile, ocispec.ImageIndexFile, "manifest", "small", "big", MappingFile)...), 0o644)
@@ -187,6 +188,7 @@ func TestArchiveMappingAfterPause(t *testing.T) {
 // TestArchiveSmallBlobsOnce: an archive with its metadata last whose blobs
 // are all small enough to hold is read once: the first read holds them.
 func TestArchiveSmallBlobsOnce(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "app.tgz")
 	if err := WriteArchive(path, []byte(testBundle), testLayout(t)); err != nil {
 		t.Fatal(err)

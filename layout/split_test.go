@@ -66,6 +66,7 @@ func joinParts(t *testing.T, parts []Part, size int64) []byte {
 // byte for byte, gzipped or plain as the name says; and it reads back
 // from its first part or from its name.
 func TestWriteSplitArchive(t *testing.T) {
+	t.Parallel()
 	l := bigLayout(t, 40<<10)
 	for _, name := range []string{"app.tgz", "app.tar"} {
 		whole := filepath.Join(t.TempDir(), name)
@@ -127,6 +128,7 @@ func TestWriteSplitArchive(t *testing.T) {
 // Writing a split archive again with fewer parts removes the old parts
 // after its last, which would otherwise be read as its continuation.
 func TestWriteSplitArchiveReplacesLongerOne(t *testing.T) {
+	t.Parallel()
 	l := bigLayout(t, 40<<10)
 	path := filepath.Join(t.TempDir(), "app.tgz")
 	long, err := WriteSplitArchive(path, 1000, []byte(testBundle), l)
@@ -156,6 +158,7 @@ func TestWriteSplitArchiveReplacesLongerOne(t *testing.T) {
 // A size that is not positive, a failure while writing, or more parts
 // than MaxParts: an error, and no part or temporary file left.
 func TestWriteSplitArchiveErrors(t *testing.T) {
+	t.Parallel()
 	l := bigLayout(t, 4<<10)
 	for _, tc := range []struct {
 		name   string
@@ -184,6 +187,7 @@ func TestWriteSplitArchiveErrors(t *testing.T) {
 // one found (ErrMissingPart), wherever the cut falls, in a blob or between
 // entries; a corrupt part is a corrupt archive (ErrInvalidArchive).
 func TestReadSplitArchiveMissingOrCorrupt(t *testing.T) {
+	t.Parallel()
 	l := bigLayout(t, 40<<10)
 	open := func(path string) error {
 		a, err := OpenArchive(context.Background(), path)
@@ -284,6 +288,7 @@ func TestReadSplitArchiveMissingOrCorrupt(t *testing.T) {
 
 // A file that merely ends in .000 with no other parts reads as itself.
 func TestSplitPartsOneFile(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "app.tgz.000")
 	if err := WriteArchive(path, []byte(testBundle), testLayout(t)); err != nil {
 		t.Fatal(err)

@@ -64,6 +64,7 @@ func readAll(t *testing.T, s *Store, d ocispec.Descriptor) ([]byte, error) {
 }
 
 func TestStoreRoundTrip(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "layout")
 	s, err := Create(dir)
 	if err != nil {
@@ -141,6 +142,7 @@ func TestStoreRoundTrip(t *testing.T) {
 }
 
 func TestFindAmbiguousTag(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s, err := Create(dir)
 	if err != nil {
@@ -174,6 +176,7 @@ func TestFindAmbiguousTag(t *testing.T) {
 }
 
 func TestSaveSortedAndDeduplicated(t *testing.T) {
+	t.Parallel()
 	build := func(order []string) []byte {
 		dir := t.TempDir()
 		s, err := Create(dir)
@@ -231,6 +234,7 @@ func TestSaveSortedAndDeduplicated(t *testing.T) {
 }
 
 func TestEmptyIndexIsAnArray(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if _, err := Create(dir); err != nil {
 		t.Fatal(err)
@@ -249,6 +253,7 @@ func TestEmptyIndexIsAnArray(t *testing.T) {
 }
 
 func TestWriteBlobChecks(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s, err := Create(dir)
 	if err != nil {
@@ -307,6 +312,7 @@ func assertNoTemp(t *testing.T, dir string) {
 }
 
 func TestFetchCorruptBlob(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s, err := Create(dir)
 	if err != nil {
@@ -327,6 +333,7 @@ func TestFetchCorruptBlob(t *testing.T) {
 }
 
 func TestOpenErrors(t *testing.T) {
+	t.Parallel()
 	valid := func(t *testing.T) string {
 		dir := t.TempDir()
 		if _, err := Create(dir); err != nil {

@@ -13,6 +13,7 @@ import (
 // An archive named .tar is the plain tar whose gzip a .tgz or .tar.gz is,
 // byte for byte, and both read back.
 func TestWriteArchiveCompressionByName(t *testing.T) {
+	t.Parallel()
 	out := t.TempDir()
 	l := testLayout(t)
 	read := func(name string) []byte {

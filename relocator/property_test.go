@@ -85,6 +85,7 @@ func prefixes() []string {
 
 // TestPropertyTagDigest: x -> y implies x:t -> y:t, x@d -> y@d and x:t@d -> y:t@d.
 func TestPropertyTagDigest(t *testing.T) {
+	t.Parallel()
 	g := newGen(1)
 	for _, kind := range []Kind{OneToOne, Prefix} {
 		for _, p := range prefixes() {
@@ -132,6 +133,7 @@ func TestPropertyTagDigest(t *testing.T) {
 // repositories under one-to-one, and under prefix when their paths differ;
 // Check agrees.
 func TestPropertyDistinct(t *testing.T) {
+	t.Parallel()
 	g := newGen(2)
 	srcs := g.repos(t, 5000)
 	for _, p := range prefixes() {

@@ -47,6 +47,7 @@ func prefixOfLen(n int) string {
 }
 
 func TestParseKind(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		in      string
 		want    Kind
@@ -75,6 +76,7 @@ func TestParseKind(t *testing.T) {
 }
 
 func TestNew(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		kind    Kind
@@ -166,6 +168,7 @@ func TestNew(t *testing.T) {
 }
 
 func TestNewInvalidKind(t *testing.T) {
+	t.Parallel()
 	_, err := New("sideways", "example.com/user")
 	if !errors.Is(err, ErrInvalidKind) {
 		t.Fatalf("New with kind sideways: %v; want ErrInvalidKind", err)
@@ -173,6 +176,7 @@ func TestNewInvalidKind(t *testing.T) {
 }
 
 func TestMapOneToOne(t *testing.T) {
+	t.Parallel()
 	long := "some.registry.com/some-user/axxxxxxxxx/bxxxxxxxxx/cxxxxxxxxx/dxxxxxxxxx/exxxxxxxxx/fxxxxxxxxx/" +
 		"gxxxxxxxxx/hxxxxxxxxx/ixxxxxxxxx/jxxxxxxxxx/kxxxxxxxxx/lxxxxxxxxx/mxxxxxxxxx/nxxxxxxxxx/oxxxxxxxxx/" +
 		"pxxxxxxxxx/qxxxxxxxxx/rxxxxxxxxx/sxxxxxxxxx/txxxxxxxxx"
@@ -252,6 +256,7 @@ func TestMapOneToOne(t *testing.T) {
 // (prefix "test.host/testuser"), and duffle's cmd/duffle/relocate_test.go and
 // docs/guides/relocation-guide.md (prefix "example.com/user").
 func TestOneToOneRepoUpstream(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, prefix, src, want string
 	}{
@@ -303,6 +308,7 @@ func TestOneToOneRepoUpstream(t *testing.T) {
 }
 
 func TestOneToOneRepoNormalises(t *testing.T) {
+	t.Parallel()
 	// A reference that is not normalised (WithName keeps "istio" as its domain)
 	// gets the same name as its normalised form.
 	raw, err := reference.WithName("istio/proxyv2")
@@ -318,6 +324,7 @@ func TestOneToOneRepoNormalises(t *testing.T) {
 // TestFit walks every branch of the component fitting, against a direct
 // transcription of the rule in docs/design.md.
 func TestFit(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		path  string
 		avail int
@@ -376,6 +383,7 @@ func fitReference(path string, avail int) string {
 }
 
 func TestMapPrefix(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, prefix, src, want string
 	}{
@@ -399,6 +407,7 @@ func TestMapPrefix(t *testing.T) {
 }
 
 func TestMapPrefixTooLong(t *testing.T) {
+	t.Parallel()
 	m := mustNew(t, Prefix, prefixOfLen(200))
 	src := "example.com/" + strings.Repeat("x", 60) + ":t"
 	_, err := m.Map(mustParse(t, src), "")
@@ -411,6 +420,7 @@ func TestMapPrefixTooLong(t *testing.T) {
 }
 
 func TestMapManyToOne(t *testing.T) {
+	t.Parallel()
 	m := mustNew(t, ManyToOne, "registry.corp/team/app")
 	for _, src := range []string{"nginx:1.25", "istio/proxyv2@" + dgstA, "gcr.io/a/b:t@" + dgstA} {
 		t.Run(src, func(t *testing.T) {
@@ -438,6 +448,7 @@ func TestMapManyToOne(t *testing.T) {
 }
 
 func TestMapErrors(t *testing.T) {
+	t.Parallel()
 	m := mustNew(t, OneToOne, "example.com/user")
 	if _, err := m.Map(nil, ""); err == nil {
 		t.Error("Map(nil) succeeded")
@@ -462,6 +473,7 @@ func TestMapErrors(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
+	t.Parallel()
 	refs := func(ss ...string) []reference.Named {
 		var out []reference.Named
 		for _, s := range ss {
@@ -506,6 +518,7 @@ func TestCheck(t *testing.T) {
 }
 
 func TestCheckReportsMapErrors(t *testing.T) {
+	t.Parallel()
 	m := mustNew(t, Prefix, prefixOfLen(200))
 	src := "example.com/" + strings.Repeat("x", 60)
 	if err := m.Check([]reference.Named{mustParse(t, "nginx"), mustParse(t, src)}); !errors.Is(err, ErrInvalidTarget) {

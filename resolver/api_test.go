@@ -73,6 +73,7 @@ func apiCtx(t *testing.T) context.Context {
 }
 
 func TestReferrers(t *testing.T) {
+	t.Parallel()
 	subject := image.desc.Digest
 	refs := []ocispec.Descriptor{{
 		MediaType:    ocispec.MediaTypeImageManifest,
@@ -194,6 +195,7 @@ func TestReferrers(t *testing.T) {
 var errAny = errors.New("any error")
 
 func TestReferrersAcceptsIndex(t *testing.T) {
+	t.Parallel()
 	var accept string
 	s := newAPIServer(t, func(w http.ResponseWriter, r *http.Request) {
 		accept = r.Header.Get("Accept")
@@ -213,6 +215,7 @@ func TestReferrersAcceptsIndex(t *testing.T) {
 }
 
 func TestTags(t *testing.T) {
+	t.Parallel()
 	page := func(w http.ResponseWriter, next string, tags ...string) {
 		if next != "" {
 			w.Header().Set("Link", `<`+next+`>; rel="next"`)
@@ -306,6 +309,7 @@ func TestTags(t *testing.T) {
 }
 
 func TestTagsNoneIsNil(t *testing.T) {
+	t.Parallel()
 	s := newAPIServer(t, http.NotFound)
 	got, err := apiResolver(t, "").Tags(apiCtx(t), s.Host+"/app")
 	if got != nil || err != nil {
@@ -316,6 +320,7 @@ func TestTagsNoneIsNil(t *testing.T) {
 func ptr[T any](v T) *T { return &v }
 
 func TestManifest(t *testing.T) {
+	t.Parallel()
 	body := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}`)
 	good := digest.FromBytes(body)
 	tests := []struct {
@@ -397,6 +402,7 @@ func TestManifest(t *testing.T) {
 // (here another port of 127.0.0.1, which net/http treats as the same host)
 // without the registry's credentials.
 func TestRedirectDropsCredentials(t *testing.T) {
+	t.Parallel()
 	body := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}`)
 	storage := newAPIServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", ocispec.MediaTypeImageManifest)

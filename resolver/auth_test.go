@@ -162,6 +162,7 @@ func basicHeader(user, pass string) string {
 }
 
 func TestBasicChallenge(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := newStub(t, false)
 	s.basic("alice", "right")
@@ -280,6 +281,7 @@ func (ts *tokenServer) requests() []map[string]string {
 }
 
 func TestBearerChallenge(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	ts := newTokenServer(t)
 	ts.user, ts.pass, ts.refresh = "alice", "right", "identity-token-1"
@@ -359,6 +361,7 @@ func TestBearerChallenge(t *testing.T) {
 // never see A's secret, nor A B's — though both are 127.0.0.1, where net/http
 // would forward A's Authorization header to B (it ignores the port).
 func TestRedirectKeepsCredentialsOnTheirHost(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	a, b := newStub(t, false), newStub(t, false)
 	a.basic("alice", "secret-a")
@@ -415,6 +418,7 @@ func TestRedirectKeepsCredentialsOnTheirHost(t *testing.T) {
 // TestTokenRedirectKeepsCredentials: a token realm that redirects to
 // another host does not pass on the Basic credentials of the token request.
 func TestTokenRedirectKeepsCredentials(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	ts := newTokenServer(t)
 	ts.user, ts.pass = "alice", "right"
@@ -473,6 +477,7 @@ func slicesContain(reqs []string, sub string) bool {
 // the source repository may not be read; the blob is uploaded instead, with
 // the same (good) credentials.
 func TestRefusedMountIsNotAFailedLogin(t *testing.T) {
+	t.Parallel()
 	ctx := log.WithLogger(context.Background(), quiet)
 	s := newStub(t, false)
 	s.basic("alice", "right")

@@ -16,6 +16,7 @@ import (
 // the password, not the Authorization header, not a signed URL's
 // signature.
 func TestDebugLogsRequestsNotSecrets(t *testing.T) {
+	t.Parallel()
 	const pass = "s3cret-Zq7"
 	var s *apiServer
 	s = newAPIServer(t, func(w http.ResponseWriter, r *http.Request) {

@@ -20,6 +20,7 @@ import (
 // where the resolver reads it (its host, status, codes, message, whether
 // it is temporary), made by its own requests and by its transport alike.
 func TestStatusErrorAtTheSource(t *testing.T) {
+	t.Parallel()
 	reg := registrytest.Start(t, registrytest.Options{})
 	ctx := retry.WithClock(context.Background(), retry.NewFakeClock(true))
 	img, err := reg.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "team/a", Tag: "1", Layers: []int{100}, Seed: 5})
@@ -118,6 +119,7 @@ func TestStatusErrorAtTheSource(t *testing.T) {
 // TestTypedError: containerd's reports of a registry's answer become a
 // *StatusError that wraps them and says what they say, at the door.
 func TestTypedError(t *testing.T) {
+	t.Parallel()
 	us := remoteserrors.ErrUnexpectedStatus{Status: "404 Not Found", StatusCode: 404, RequestMethod: "PUT",
 		RequestURL: "http://r.example:5000/v2/team/a/blobs/uploads/abc?_state=LONG&digest=sha256%3A00",
 		Body:       []byte(`{"errors":[{"code":"UNKNOWN"},{"code":"BLOB_UPLOAD_UNKNOWN","message":"blob upload unknown to registry"}]}`)}

@@ -20,6 +20,7 @@ import (
 // declined mount from a repository that has the blob makes every later
 // blob looked for first, so that what is there is still not uploaded.
 func TestPushBlobRequests(t *testing.T) {
+	t.Parallel()
 	for _, impl := range registrytest.Impls {
 		t.Run(impl.String(), func(t *testing.T) {
 			reg := registrytest.Start(t, registrytest.Options{Impl: impl})
@@ -77,6 +78,7 @@ func TestPushBlobRequests(t *testing.T) {
 // TestPushBlobBadBody: content that fails on the way is never stored, and
 // its error is PushBlob's as it is.
 func TestPushBlobBadBody(t *testing.T) {
+	t.Parallel()
 	reg := registrytest.Start(t, registrytest.Options{})
 	r, err := resolver.New(resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-"})
 	if err != nil {
@@ -104,6 +106,7 @@ func (r failingReader) Read([]byte) (int, error) { return 0, r.err }
 
 // TestPushManifest: one PUT, byte for byte, under a tag.
 func TestPushManifest(t *testing.T) {
+	t.Parallel()
 	reg := registrytest.Start(t, registrytest.Options{})
 	p := registrytest.NewProxy(reg, registrytest.ProxyOptions{})
 	defer p.Close()

@@ -15,6 +15,7 @@ import (
 // no bytes (net/http would otherwise send that one chunked, which
 // registries behind some proxies refuse).
 func TestPushBlobLength(t *testing.T) {
+	t.Parallel()
 	for _, data := range [][]byte{nil, []byte("four")} {
 		var got []string
 		s := newAPIServer(t, func(w http.ResponseWriter, r *http.Request) {

@@ -44,6 +44,7 @@ func countHandshakes(n *atomic.Int32) func(*httptest.Server) {
 }
 
 func TestTLS(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	var conns atomic.Int32
 	s := newStubWith(t, true, countHandshakes(&conns))
@@ -105,6 +106,7 @@ func TestTLS(t *testing.T) {
 }
 
 func TestPlainHTTPLoopback(t *testing.T) {
+	t.Parallel()
 	// Loopback registries speaking plain HTTP work without any flag, as
 	// docker treats them; so does an insecure one.
 	s := newStub(t, false)
@@ -120,6 +122,7 @@ func TestPlainHTTPLoopback(t *testing.T) {
 }
 
 func TestBadCACert(t *testing.T) {
+	t.Parallel()
 	empty := filepath.Join(t.TempDir(), "empty.pem")
 	os.WriteFile(empty, []byte("not a certificate\n"), 0o600)
 	for _, f := range []string{empty, filepath.Join(t.TempDir(), "missing.pem")} {
@@ -132,6 +135,7 @@ func TestBadCACert(t *testing.T) {
 // TestClientCertificate: certs.d/HOST:PORT/NAME.cert and NAME.key are
 // presented to a registry that requires a client certificate.
 func TestClientCertificate(t *testing.T) {
+	t.Parallel()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "client CA"},
@@ -193,6 +197,7 @@ func TestClientCertificate(t *testing.T) {
 // TestInsecureIsPerHost: --insecure-registry A does not make a redirect from
 // A to another TLS host unverified.
 func TestInsecureIsPerHost(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	a, b := newStub(t, true), newStub(t, true)
 	a.redirectBlobs = b.URL
@@ -216,6 +221,7 @@ func TestInsecureIsPerHost(t *testing.T) {
 // TestTokenRealmTLS: the token realm's host gets its own TLS settings
 // (--ca-cert, certs.d, --insecure-registry), as docker gives it.
 func TestTokenRealmTLS(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	ts := newTokenServerTLS(t, true)
 	ts.user, ts.pass = "alice", "right"

@@ -18,6 +18,7 @@ import (
 // one refused; other hosts are not held. The waits are on a manual clock:
 // nothing passes until the test moves it past the Retry-After.
 func TestTooManyRequestsHoldsTheHost(t *testing.T) {
+	t.Parallel()
 	var refused atomic.Bool
 	var mu sync.Mutex
 	var served []string

@@ -24,6 +24,7 @@ func newTestBars(out *bytes.Buffer, cols, rows *int) *bars {
 // of wide runes (two cells each) and long names, a frame has at most
 // rows-1 lines, the summary last, and no line is wider than cols-1 cells.
 func TestFrameFits(t *testing.T) {
+	t.Parallel()
 	cols, rows := 0, 0
 	var out bytes.Buffer
 	b := newTestBars(&out, &cols, &rows)
@@ -70,6 +71,7 @@ func TestFrameFits(t *testing.T) {
 // split its lines), each line is erased before it is written, and the
 // screen is erased only below the new frame.
 func TestRedraw(t *testing.T) {
+	t.Parallel()
 	cols, rows := 100, 25
 	var out bytes.Buffer
 	b := newTestBars(&out, &cols, &rows)

@@ -44,6 +44,7 @@ func runCLI(args ...string) (int, string, string) {
 }
 
 func TestHelpAndVersion(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -65,6 +66,7 @@ func TestHelpAndVersion(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	bundle := filepath.Join(dir, "bundle.json")
 	os.WriteFile(bundle, []byte(`{"invocationImages":[{"image":"a/b:1"}]}`), 0o644)
@@ -99,6 +101,7 @@ func TestUsageErrors(t *testing.T) {
 // A dry run of duffle's own relocate test bundle: names as duffle gives them,
 // the mapping file in CNAB 103 shape, and nothing contacted.
 func TestDryRunGolden(t *testing.T) {
+	t.Parallel()
 	src := filepath.Join("..", "..", "testdata", "real-bundles", "duffle--cmd_duffle_testdata_relocate_bundle-with-unsupported-image-type.json")
 	if _, err := os.Stat(src); err != nil {
 		t.Fatalf("testdata/real-bundles in the repository: %v", err)
@@ -121,6 +124,7 @@ func TestDryRunGolden(t *testing.T) {
 
 // The --output json report is a contract; its shape is fixed by a golden file.
 func TestReportGolden(t *testing.T) {
+	t.Parallel()
 	d1 := digest.FromString("one")
 	res := &fixup.Result{
 		Images: []fixup.ImageResult{

@@ -3,6 +3,7 @@ package canonical
 import "testing"
 
 func TestJSON(t *testing.T) {
+	t.Parallel()
 	got, err := JSON(map[string]any{"b": "<&>", "a": map[string]any{"z": 1, "y": []any{2.5, "x"}}})
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package errbody
 import "testing"
 
 func TestParse(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		body                  string
 		code, message, detail string

@@ -9,6 +9,7 @@ import (
 )
 
 func TestReader(t *testing.T) {
+	t.Parallel()
 	r := &Reader{R: strings.NewReader("abc")}
 	if b, err := io.ReadAll(r); err != nil || string(b) != "abc" || r.Err != nil {
 		t.Errorf("a whole read: %q, %v, kept %v; want abc, nil, nil", b, err, r.Err)

@@ -28,6 +28,7 @@ import (
 //     status table of its own. The fault injector of the test kit
 //     (internal/testkit/registrytest) is exempt: it makes those statuses.
 func TestOneClassifier(t *testing.T) {
+	t.Parallel()
 	root := moduleRoot(t)
 	problems := scan(t, root)
 	for _, p := range problems {
@@ -38,6 +39,7 @@ func TestOneClassifier(t *testing.T) {
 // TestOneClassifierFindsThem proves the scan sees each kind of second
 // classifier.
 func TestOneClassifierFindsThem(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module x\n"), 0o644)
 	os.MkdirAll(filepath.Join(dir, "fixup"), 0o755)

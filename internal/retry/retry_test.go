@@ -28,6 +28,7 @@ func (a answer) Error() string                   { return fmt.Sprintf("%d %v", a
 func (a answer) RegistryAnswer() (int, []string) { return a.status, a.codes }
 
 func TestPolicyDo(t *testing.T) {
+	t.Parallel()
 	transient := fmt.Errorf("transient: %w", syscall.ECONNRESET)
 	fatal := errors.New("fatal")
 	p := Policy{Retries: 3}
@@ -112,6 +113,7 @@ func TestPolicyDo(t *testing.T) {
 }
 
 func TestCountAndBackoff(t *testing.T) {
+	t.Parallel()
 	zero, three := 0, 3
 	if Count(nil) != Default || Count(&zero) != 0 || Count(&three) != 3 {
 		t.Errorf("Count: nil %d, 0 %d, 3 %d", Count(nil), Count(&zero), Count(&three))
@@ -125,6 +127,7 @@ func TestCountAndBackoff(t *testing.T) {
 
 // TestRetryable is the table of what is worth another try, class by class.
 func TestRetryable(t *testing.T) {
+	t.Parallel()
 	opErr := func(err error) error {
 		return &url.Error{Op: "Put", URL: "http://127.0.0.1:1/v2/a/blobs/uploads/x", Err: &net.OpError{Op: "read", Net: "tcp", Err: err}}
 	}
@@ -204,6 +207,7 @@ func (timeoutErr) Timeout() bool   { return true }
 func (timeoutErr) Temporary() bool { return true }
 
 func TestFakeClock(t *testing.T) {
+	t.Parallel()
 	c := NewFakeClock(false)
 	start := c.Now()
 	ch := c.After(time.Second)

@@ -13,6 +13,7 @@ import (
 )
 
 func TestVerifier(t *testing.T) {
+	t.Parallel()
 	data := bytes.Repeat([]byte("cnab-relocate "), 5000) // 70000 bytes
 	good := ocispec.Descriptor{Digest: digest.FromBytes(data), Size: int64(len(data))}
 	flipped := func(i int) []byte {
@@ -74,6 +75,7 @@ func TestVerifier(t *testing.T) {
 // TestVerifierPassesReadErrors: a connection error is not a mismatch (the
 // engine retries it), and it sticks.
 func TestVerifierPassesReadErrors(t *testing.T) {
+	t.Parallel()
 	data := []byte(strings.Repeat("x", 1000))
 	desc := ocispec.Descriptor{Digest: digest.FromBytes(data), Size: int64(len(data))}
 	boom := errors.New("connection reset by peer")

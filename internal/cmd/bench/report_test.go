@@ -9,6 +9,7 @@ import (
 // stays) sets 1.10× at a dozen large images, 1.05× at many images, and a
 // CPU bound per bytes or against the floor client by the same split.
 func TestLimits(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		latency time.Duration
 		images  int

@@ -212,6 +212,23 @@ func (c *Client) Tags(ctx context.Context, repo string) ([]string, error) {
 	return list.Tags, nil
 }
 
+// Catalog lists the registry's repositories (GET /v2/_catalog, one page of up to 1000): those
+// that hold a manifest, in the registry's order.
+func (c *Client) Catalog(ctx context.Context) ([]string, error) {
+	resp, err := c.do(ctx, http.MethodGet, c.base+"/v2/_catalog?n=1000", nil, nil, 0, http.StatusOK)
+	if err != nil {
+		return nil, fmt.Errorf("list repositories: %w", err)
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Repositories []string `json:"repositories"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		return nil, fmt.Errorf("list repositories: %w", err)
+	}
+	return list.Repositories, nil
+}
+
 func (c *Client) manifestURL(repo, reference string) string {
 	return c.base + "/v2/" + repo + "/manifests/" + reference
 }

@@ -8,6 +8,7 @@ import (
 )
 
 func TestHtpasswdFile(t *testing.T) {
+	t.Parallel()
 	got, err := htpasswdFile(map[string]string{"bob": "b", "alice": "a"})
 	if err != nil {
 		t.Fatal(err)

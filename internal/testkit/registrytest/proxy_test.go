@@ -19,6 +19,7 @@ import (
 // e2e/harness_fault_test.go put it in front of a real docker-registry.
 
 func TestProxyCounts(t *testing.T) {
+	t.Parallel()
 	m := registrytest.StartMemory(false)
 	defer m.Close()
 	p := registrytest.NewProxyURL(m.URL, nil, registrytest.ProxyOptions{})
@@ -74,6 +75,7 @@ func TestProxyCounts(t *testing.T) {
 }
 
 func TestProxyFaultRule(t *testing.T) {
+	t.Parallel()
 	m := registrytest.StartMemory(false)
 	defer m.Close()
 	ctx := context.Background()
@@ -115,6 +117,7 @@ func TestProxyFaultRule(t *testing.T) {
 }
 
 func TestProxyLatency(t *testing.T) {
+	t.Parallel()
 	const latency = 50 * time.Millisecond
 	m := registrytest.StartMemory(false)
 	defer m.Close()
@@ -142,6 +145,7 @@ func TestProxyLatency(t *testing.T) {
 // TestProxyLocation chains two proxies in front of a server that answers
 // with absolute Location headers: each proxy points them at itself.
 func TestProxyLocation(t *testing.T) {
+	t.Parallel()
 	var srv *httptest.Server
 	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -176,5 +180,49 @@ func TestProxyLocation(t *testing.T) {
 		if got := p.Counts()["POST upload"]; got != 2 {
 			t.Errorf("POST upload count = %d, want 2", got)
 		}
+	}
+}
+
+// A hook answers the requests it wants to and lets the others through,
+// changed as it left them; every request is counted either way.
+func TestProxyHook(t *testing.T) {
+	t.Parallel()
+	m := registrytest.StartMemory(false)
+	defer m.Close()
+	ctx := context.Background()
+	img, err := m.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "hooked/app", Tag: "v1", Layers: []int{100}, Seed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := registrytest.NewProxyURL(m.URL, nil, registrytest.ProxyOptions{})
+	defer p.Close()
+	var seen []string
+	p.SetHook(func(w http.ResponseWriter, r *http.Request) bool {
+		seen = append(seen, r.Method+" "+r.URL.Path)
+		if r.Method == http.MethodHead {
+			w.WriteHeader(http.StatusTeapot)
+			return true
+		}
+		r.URL.Path = strings.Replace(r.URL.Path, "/renamed/", "/hooked/", 1)
+		return false
+	})
+	c := registrytest.NewClient(p.URL, nil, "", "")
+	var re *registrytest.ResponseError
+	if _, err := c.HeadManifest(ctx, "hooked/app", "v1"); !errors.As(err, &re) || re.StatusCode != http.StatusTeapot {
+		t.Errorf("HEAD: %v, want the hook's 418", err)
+	}
+	if _, d, err := c.GetManifest(ctx, "renamed/app", "v1"); err != nil || d.Digest != img.Root.Digest {
+		t.Errorf("GET through the hook's rewrite: %v, %v; want %s", d.Digest, err, img.Root.Digest)
+	}
+	want := []string{"HEAD /v2/hooked/app/manifests/v1", "GET /v2/renamed/app/manifests/v1"}
+	if diff := cmp.Diff(want, seen); diff != "" {
+		t.Errorf("the hook saw (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]int{"GET manifest": 1, "HEAD manifest": 1}, p.Counts()); diff != "" {
+		t.Errorf("Counts() (-want +got):\n%s", diff)
+	}
+	p.SetHook(nil)
+	if _, err := c.HeadManifest(ctx, "hooked/app", "v1"); err != nil {
+		t.Errorf("HEAD without the hook: %v", err)
 	}
 }

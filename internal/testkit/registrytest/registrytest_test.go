@@ -14,6 +14,7 @@ import (
 // e2e/harness_fault_test.go; these need no registry binary.
 
 func TestStartWithoutBinary(t *testing.T) {
+	t.Parallel()
 	_, err := registrytest.StartProcess(context.Background(), registrytest.Options{Binary: "/nonexistent/docker-registry"})
 	if !errors.Is(err, registrytest.ErrNoRegistry) || !strings.Contains(err.Error(), "install-deps.sh") {
 		t.Errorf("StartProcess with a missing binary: %v, want ErrNoRegistry naming install-deps.sh", err)
@@ -21,6 +22,7 @@ func TestStartWithoutBinary(t *testing.T) {
 }
 
 func TestRandomBytes(t *testing.T) {
+	t.Parallel()
 	a, b, c := registrytest.RandomBytes(1, 1000), registrytest.RandomBytes(1, 1000), registrytest.RandomBytes(2, 1000)
 	if !bytes.Equal(a, b) || bytes.Equal(a, c) || len(a) != 1000 {
 		t.Error("RandomBytes is not deterministic per seed")
