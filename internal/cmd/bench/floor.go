@@ -35,15 +35,30 @@ const floorArg = "-floor-copy"
 
 // floor runs the floor client on the plan in file planPath.
 func floorMain(planPath string) error {
-	data, err := os.ReadFile(planPath)
-	if err != nil {
-		return err
-	}
 	var p floorPlan
-	if err := json.Unmarshal(data, &p); err != nil {
+	if err := readPlan(planPath, &p); err != nil {
 		return err
 	}
 	return floorCopy(context.Background(), p)
+}
+
+// readPlan decodes a floor client's plan from the file at path.
+func readPlan(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(data, v)
+}
+
+// floorClient is the floor clients' HTTP client: no proxy, connections
+// kept for every job.
+func floorClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 64,
+	}}
 }
 
 // floorCopy is the plainest possible registry-to-registry copy: no
@@ -56,11 +71,7 @@ func floorMain(planPath string) error {
 // tag. It is what the registries' work and the network cost; a client can
 // only add to it.
 func floorCopy(ctx context.Context, p floorPlan) error {
-	client := &http.Client{Transport: &http.Transport{
-		Proxy:               nil,
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-		MaxIdleConnsPerHost: 64,
-	}}
+	client := floorClient()
 	type where struct{ host, repo string }
 	parse := func(ref string) (where, string, error) {
 		n, err := reference.ParseNormalizedNamed(ref)

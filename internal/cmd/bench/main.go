@@ -81,6 +81,14 @@ type config struct {
 }
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == floorExportArg {
+		// The export floor client, run by the bench as a process of its own.
+		if err := floorExportMain(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: export floor:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) == 3 && os.Args[1] == floorArg {
 		// The floor client, run by the bench as a process of its own.
 		if err := floorMain(os.Args[2]); err != nil {
@@ -149,9 +157,23 @@ const (
 	floor8 = "floor cold, 8 at once"
 	// -compare: another cnab-relocate binary, cold, next to -bin's.
 	cmpCold = "-compare cold"
+	// Export (issue 22), each run: the export floor (floorExport) with 4
+	// and 8 at once, then export to a plain tar, the same split in parts,
+	// and the same as a delta against a base that shares nothing with it
+	// (so that it writes the same bytes), in an order that turns from run
+	// to run, each archive checked and removed before the next; every
+	// other run the floor last.
+	floorExp4   = "floor export, 4 at once"
+	floorExp8   = "floor export, 8 at once"
+	cnabExpTar  = "cnab-relocate export (.tar)"
+	cnabExpPart = "cnab-relocate export (.tar, --split-size " + splitSize + ")"
+	cnabExpBase = "cnab-relocate export (.tar, --base)"
 )
 
-var order = []string{cnabCold, cnabWarm, cnabSame, cnabExport, cnabThick, cnabPlatform, floor4, floor8, cmpCold, craneCold, craneWarm, craneSame, cnabBig, craneBig}
+// splitSize is the bench's --split-size: a few parts of the archive.
+const splitSize = "64MiB"
+
+var order = []string{cnabCold, cnabWarm, cnabSame, cnabExport, cnabThick, cnabPlatform, floor4, floor8, cmpCold, cnabExpTar, cnabExpPart, cnabExpBase, floorExp4, floorExp8, craneCold, craneWarm, craneSame, cnabBig, craneBig}
 
 type results struct {
 	cfg      config
@@ -162,7 +184,10 @@ type results struct {
 	bigBytes int64
 	// archiveBytes is the size of the exported thick bundle.
 	archiveBytes int64
-	total        time.Duration
+	// tarBytes is the size of the plain-tar export, and floorTarBytes the
+	// export floor's tar.
+	tarBytes, floorTarBytes int64
+	total                   time.Duration
 }
 
 func run(ctx context.Context, cfg config) error {
@@ -400,6 +425,7 @@ func run(ctx context.Context, cfg config) error {
 			}
 			return nil
 		}
+		exportCases := func() error { return exportRun(ctx, cfg, environ, dir, sc, src, r, res, record) }
 		// -compare's binary, cold, into a fresh registry.
 		compareCase := relocateCases(cfg.compare, "compare", cmpCold)
 		if cfg.compare != "" {
@@ -418,12 +444,12 @@ func run(ctx context.Context, cfg config) error {
 		}
 		// Every other run starts with crane, so that neither tool always
 		// goes first after seeding or after the other.
-		steps := []func() error{cnabCases, floorCase, thickCase, craneCases, cnabSameCase, craneSameCase}
+		steps := []func() error{cnabCases, floorCase, thickCase, craneCases, cnabSameCase, craneSameCase, exportCases}
 		if r%2 == 1 {
-			steps = []func() error{craneCases, floorCase, cnabCases, thickCase, craneSameCase, cnabSameCase}
+			steps = []func() error{craneCases, floorCase, cnabCases, thickCase, craneSameCase, cnabSameCase, exportCases}
 		}
 		if cfg.noCrane {
-			steps = []func() error{cnabCases, floorCase, thickCase, cnabSameCase}
+			steps = []func() error{cnabCases, floorCase, thickCase, cnabSameCase, exportCases}
 		}
 		for _, step := range steps {
 			if err := step(); err != nil {

@@ -216,9 +216,9 @@ func relocate(ctx context.Context, environ []string, bin, bundle, prefix, mappin
 	return m, nil
 }
 
-// export runs cnab-relocate export of bundle to archive.
-func export(ctx context.Context, environ []string, bin, bundle, archive string, jobs int) (measure, error) {
-	args := []string{"export", bundle, "--output", archive, "--quiet"}
+// export runs cnab-relocate export of bundle to archive, with extra flags.
+func export(ctx context.Context, environ []string, bin, bundle, archive string, jobs int, extra ...string) (measure, error) {
+	args := append([]string{"export", bundle, "--output", archive, "--quiet"}, extra...)
 	if jobs > 0 {
 		args = append(args, "--jobs", strconv.Itoa(jobs))
 	}
