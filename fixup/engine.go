@@ -26,6 +26,10 @@ type engine struct {
 	mapping *relocator.Mapping // maps a job without a target once its digest is known
 	policy  retry.Policy
 	onEvent func(Event) // the call's event sink, or nil
+	// prepare, when not nil, is called once every job is planned, before
+	// any blob moves: a target that lays its output out from the whole
+	// plan (an archive written in place) does it there.
+	prepare func(ctx context.Context, jobs []*job)
 
 	evMu sync.Mutex
 	// refused holds, by target host, the error of the first sparse index
@@ -133,6 +137,9 @@ func (e *engine) runStream(ctx context.Context, ss streamSource, jobs []*job) er
 	e.planAll(ctx, jobs, func(*job) {})
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if e.prepare != nil {
+		e.prepare(ctx, jobs)
 	}
 	if ds := e.src.delta(); ds != nil {
 		if err := e.checkDelta(ctx, ds, jobs); err != nil {

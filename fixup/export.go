@@ -124,7 +124,13 @@ func Export(ctx context.Context, b *Bundle, opts ExportOptions) (*ExportResult, 
 // new directory, as the package-level Export does, with this client's
 // options. A client with RewriteIndex is refused: an export keeps every
 // index as it is.
-func (c *Client) Export(ctx context.Context, b *Bundle, call ExportCall) (_ *ExportResult, err error) {
+func (c *Client) Export(ctx context.Context, b *Bundle, call ExportCall) (*ExportResult, error) {
+	return c.export(ctx, b, call, nil)
+}
+
+// export is Export; with p, into p's archive written in place, the layout
+// only naming the images (see inPlace).
+func (c *Client) export(ctx context.Context, b *Bundle, call ExportCall, p *inPlace) (_ *ExportResult, err error) {
 	if c.opts.PlatformIndex == RewriteIndex {
 		// The archive's bundle.json is the bundle as it is: its digests
 		// must stay, and a layout takes sparse indexes.
@@ -156,7 +162,22 @@ func (c *Client) Export(ctx context.Context, b *Bundle, call ExportCall) (_ *Exp
 		return nil, err
 	}
 	held := func(d digest.Digest) bool { return heldBy(holds, d) >= 0 }
-	e := c.engine(src, exportTarget{layoutTarget: layoutTarget{store: store}, held: held, dry: call.DryRun}, nil).events(call.OnEvent)
+	exp := exportTarget{layoutTarget: layoutTarget{store: store}, held: held, dry: call.DryRun}
+	var dst target = exp
+	if p != nil {
+		dst = archiveTarget{exportTarget: exp, p: p}
+	}
+	e := c.engine(src, dst, nil).events(call.OnEvent)
+	if p != nil {
+		e.prepare = func(ctx context.Context, jobs []*job) {
+			p.lay(ctx, e, store, exp, func(blobs []*ExportBlob) *layout.Delta {
+				if len(holds) == 0 {
+					return nil
+				}
+				return deltaRecord(baseList, holds, blobs)
+			}, jobs)
+		}
+	}
 	jobs := make([]*job, len(images))
 	for i, p := range images {
 		jobs[i] = newJob(p.Image, p.Digest)
@@ -187,9 +208,14 @@ func (c *Client) Export(ctx context.Context, b *Bundle, call ExportCall) (_ *Exp
 // ExportArchive exports b's images (see Export) and writes the thick
 // bundle archive out: bundleJSON, byte for byte, as bundle.json, and the
 // images as the OCI image layout artifacts/layout (see layout.WriteArchive:
-// the archive is deterministic, gzipped unless out ends in ".tar"). The archive is written to a temporary
-// file beside out and renamed into place once complete; on any error
-// nothing is left at out, and the temporary layout is removed either way.
+// the archive is deterministic, gzipped unless out ends in ".tar"). A
+// plain tar is written in place: once every image is planned the archive
+// is laid out whole (layout.PlaceArchive) and each blob goes straight from
+// its registry into its place, checked as it streams, with no temporary
+// layout; a gzipped one is exported into a temporary layout, then packed.
+// Either way the archive is written to a temporary file beside out and
+// renamed into place once complete; on any error nothing is left at out,
+// and the temporary layout is removed.
 // With opts.SplitSize it is written as parts out.000, out.001, ... instead,
 // all or none, reported to opts.OnPart. With opts.Bases it is a delta:
 // what the bases hold is left out and recorded in layout.DeltaFile.
@@ -213,6 +239,9 @@ func (c *Client) ExportArchive(ctx context.Context, b *Bundle, bundleJSON []byte
 	if call.DryRun {
 		return invalid(errors.New("fixup: ExportArchive writes an archive: call Export for a dry run"))
 	}
+	if layout.IsPlainTar(out) {
+		return c.exportInPlace(ctx, b, bundleJSON, out, call)
+	}
 	res, err := c.Export(ctx, b, call)
 	if err != nil {
 		return err
@@ -234,21 +263,56 @@ func (c *Client) ExportArchive(ctx context.Context, b *Bundle, bundleJSON []byte
 		if err != nil {
 			return fmt.Errorf("%w %s: %w", ErrOutput, out, err)
 		}
-		for _, p := range parts {
-			if call.OnPart != nil {
-				call.OnPart(p)
-			}
-		}
-		if res.Delta != nil && call.OnDelta != nil {
-			call.OnDelta(res.Delta)
-		}
+		call.written(parts, res.Delta)
 		return nil
 	}
 	if err := layout.WriteArchive(out, bundleJSON, res.Dir, extra...); err != nil {
 		return fmt.Errorf("%w %s: %w", ErrOutput, out, err)
 	}
-	if res.Delta != nil && call.OnDelta != nil {
-		call.OnDelta(res.Delta)
+	call.written(nil, res.Delta)
+	return nil
+}
+
+// written tells call's OnPart of each part of an archive in place, and
+// its OnDelta of the delta record, if any.
+func (call ExportCall) written(parts []layout.Part, delta *layout.Delta) {
+	for _, p := range parts {
+		if call.OnPart != nil {
+			call.OnPart(p)
+		}
 	}
+	if delta != nil && call.OnDelta != nil {
+		call.OnDelta(delta)
+	}
+}
+
+// exportInPlace is ExportArchive to a plain tar: written in place (see
+// inPlace).
+func (c *Client) exportInPlace(ctx context.Context, b *Bundle, bundleJSON []byte, out string, call ExportCall) error {
+	p := &inPlace{out: out, split: call.SplitSize, bundleJSON: bundleJSON}
+	defer func() {
+		if p.placed != nil {
+			p.placed.Abort() // nothing once committed
+		}
+	}()
+	res, err := c.export(ctx, b, call, p)
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if p.err == nil && p.placed == nil {
+		p.err = errors.New("the archive was not laid out")
+	}
+	if p.err != nil {
+		return fmt.Errorf("%w %s: %w", ErrOutput, out, p.err)
+	}
+	parts, err := p.commit(res.Layout)
+	if err != nil {
+		return fmt.Errorf("%w %s: %w", ErrOutput, out, err)
+	}
+	call.written(parts, res.Delta)
 	return nil
 }

@@ -2,6 +2,7 @@ package fixup
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/cnabio/cnab-relocate/internal/testkit/registrytest"
 	"github.com/cnabio/cnab-relocate/internal/verify"
+	"github.com/cnabio/cnab-relocate/layout"
 	"github.com/cnabio/cnab-relocate/resolver"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
@@ -199,6 +201,42 @@ func TestExportArchiveRoundTrip(t *testing.T) {
 	if !bytes.Equal(da, db) {
 		t.Fatal("two exports differ")
 	}
+	// A plain tar is written in place, the gzipped one through a layout:
+	// the same tar, and split the same parts.
+	plain := filepath.Join(out, "a.tar")
+	var parts []layout.Part
+	for _, p := range []string{plain, filepath.Join(out, "split.tar")} {
+		opts := fx.options(t)
+		if p != plain {
+			opts.SplitSize, opts.OnPart = 1000, func(part layout.Part) { parts = append(parts, part) }
+		}
+		if err := ExportArchive(context.Background(), fx.bundle, fx.bundleJSON, p, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(da))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unzipped, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp, _ := os.ReadFile(plain)
+	if !bytes.Equal(dp, unzipped) {
+		t.Fatalf("the tar written in place (%d bytes) is not the gzipped archive's tar (%d bytes)", len(dp), len(unzipped))
+	}
+	var joined []byte
+	for _, part := range parts {
+		data, _ := os.ReadFile(part.Path)
+		if digest.FromBytes(data) != part.Digest || int64(len(data)) != part.Size || part.Size > 1000 {
+			t.Errorf("%s: %d bytes %s, reported %d bytes %s", part.Path, len(data), digest.FromBytes(data), part.Size, part.Digest)
+		}
+		joined = append(joined, data...)
+	}
+	if len(parts) < 3 || !bytes.Equal(joined, dp) {
+		t.Errorf("%d parts written in place do not join into the plain tar", len(parts))
+	}
 	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
 		t.Fatalf("left in $TMPDIR: %v", ents)
 	}
@@ -226,6 +264,14 @@ func TestExportArchiveRoundTrip(t *testing.T) {
 	}
 	if dc, _ := os.ReadFile(c); !bytes.Equal(dc, da) {
 		t.Error("re-exporting an archive from its own layout changed it")
+	}
+	// The same from the archive as a stream, written in place.
+	ct := filepath.Join(out, "c.tar")
+	if err := ExportArchive(ctx, bundle, bundle.Raw(), ct, opts); err != nil {
+		t.Fatalf("re-export from the layout to a tar: %v", err)
+	}
+	if dc, _ := os.ReadFile(ct); !bytes.Equal(dc, dp) {
+		t.Error("re-exporting an archive in place changed it")
 	}
 	// Every image resolves, and every blob it needs streams from the
 	// archive with its digest.
@@ -278,38 +324,67 @@ func TestExportFailures(t *testing.T) {
 		{"missing image", nil, func(fx *exportFixture) {
 			fx.bundleJSON = bytes.ReplaceAll(fx.bundleJSON, []byte("/team/app:1.0"), []byte("/team/app:gone"))
 		}, errdefs.ErrNotFound, "/team/app:gone"},
+		{"output directory missing", nil, func(*exportFixture) {}, ErrOutput, "missing/app"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			tmp := t.TempDir()
-			t.Setenv("TMPDIR", tmp)
-			fx := newExportFixture(t, tc.rules...)
-			tc.change(fx)
-			b, err := Parse(fx.bundleJSON)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out := t.TempDir()
-			err = ExportArchive(context.Background(), b, fx.bundleJSON, filepath.Join(out, "app.tgz"), fx.options(t))
-			want := tc.want
-			if want == fx0shared {
-				want = fx.shared.Digest.String()
-			}
-			if !errors.Is(err, tc.is) || !strings.Contains(err.Error(), want) || !errors.Is(err, ErrSource) {
-				t.Fatalf("got %v, want %v naming %s", err, tc.is, want)
-			}
-			if tc.is == ErrDigestMismatch {
-				for _, d := range fx.blobs {
-					if n := fx.blobGETs(d.Digest); n > 1 {
-						t.Errorf("%s fetched %d times: a digest mismatch was retried", d.Digest, n)
+		for _, name := range []string{"app.tgz", "app.tar"} {
+			t.Run(tc.name+"/"+name, func(t *testing.T) {
+				tmp := t.TempDir()
+				t.Setenv("TMPDIR", tmp)
+				fx := newExportFixture(t, tc.rules...)
+				tc.change(fx)
+				b, err := Parse(fx.bundleJSON)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out := t.TempDir()
+				path := filepath.Join(out, name)
+				if tc.is == ErrOutput {
+					path = filepath.Join(out, "missing", name)
+				}
+				err = ExportArchive(context.Background(), b, fx.bundleJSON, path, fx.options(t))
+				if tc.is == ErrOutput {
+					if !errors.Is(err, ErrOutput) || !strings.Contains(err.Error(), path) {
+						t.Fatalf("got %v, want ErrOutput naming %s", err, path)
+					}
+					if name == "app.tar" {
+						// Laid out before the first blob: none is fetched.
+						for _, d := range fx.blobs {
+							if n := fx.blobGETs(d.Digest); n > 0 {
+								t.Errorf("%s fetched %d times for an archive that cannot be written", d.Digest, n)
+							}
+						}
+					}
+					return
+				}
+				if tc.is == errdefs.ErrNotFound && name == "app.tar" {
+					// An image that cannot be planned fails the export before any blob moves.
+					for _, d := range fx.blobs {
+						if n := fx.blobGETs(d.Digest); n > 0 {
+							t.Errorf("%s fetched %d times for an export that fails", d.Digest, n)
+						}
 					}
 				}
-			}
-			for _, dir := range []string{tmp, out} {
-				if ents, _ := os.ReadDir(dir); len(ents) != 0 {
-					t.Errorf("left in %s: %v", dir, ents)
+				want := tc.want
+				if want == fx0shared {
+					want = fx.shared.Digest.String()
 				}
-			}
-		})
+				if !errors.Is(err, tc.is) || !strings.Contains(err.Error(), want) || !errors.Is(err, ErrSource) {
+					t.Fatalf("got %v, want %v naming %s", err, tc.is, want)
+				}
+				if tc.is == ErrDigestMismatch {
+					for _, d := range fx.blobs {
+						if n := fx.blobGETs(d.Digest); n > 1 {
+							t.Errorf("%s fetched %d times: a digest mismatch was retried", d.Digest, n)
+						}
+					}
+				}
+				for _, dir := range []string{tmp, out} {
+					if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+						t.Errorf("left in %s: %v", dir, ents)
+					}
+				}
+			})
+		}
 	}
 }
 

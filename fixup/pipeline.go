@@ -12,7 +12,9 @@ import (
 // biggest first. Nothing waits for every image to be planned before the
 // first blob moves, or for every blob before the first manifest: on a
 // cold run that is the planning and the manifest pushes off the critical
-// path, and early images are done early.
+// path, and early images are done early. The exception is a run with
+// engine.prepare (an archive written in place): its blobs start once every
+// image is planned and prepare has laid the archive out.
 //
 // A blob is placed once per target repository, one repository after the
 // other: the first by upload (or a mount from the source), the others by
@@ -72,7 +74,17 @@ func (e *engine) runPipeline(ctx context.Context, jobs []*job) error {
 			}
 		})
 	}
-	e.planAll(ctx, jobs, p.planned)
+	if e.prepare == nil {
+		e.planAll(ctx, jobs, p.planned)
+	} else {
+		e.planAll(ctx, jobs, func(*job) {})
+		if ctx.Err() == nil {
+			e.prepare(ctx, jobs)
+		}
+		for _, j := range jobs {
+			p.planned(j)
+		}
+	}
 	workers.Wait()
 	p.manifests.Wait()
 	return ctx.Err()

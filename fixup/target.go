@@ -294,6 +294,13 @@ func (t layoutTarget) putBlob(ctx context.Context, _, _ string, desc ocispec.Des
 	if t.store.Exists(desc) {
 		return BlobSkipped, nil
 	}
+	return writeLocal(ctx, open, report, func(r io.Reader) error { return t.store.WriteBlob(ctx, desc, r) })
+}
+
+// writeLocal opens a blob and writes it with write to a local file (a
+// layout's, an archive's), reporting progress. An error reading the source
+// is returned as it is; one writing is a localError.
+func writeLocal(ctx context.Context, open func(context.Context) (io.ReadCloser, error), report func(int64), write func(io.Reader) error) (EventKind, error) {
 	rc, err := open(ctx)
 	if err != nil {
 		return "", err
@@ -301,7 +308,7 @@ func (t layoutTarget) putBlob(ctx context.Context, _, _ string, desc ocispec.Des
 	defer rc.Close()
 	src := &readerr.Reader{R: rc}
 	pw := &progressWriter{w: io.Discard, progress: progress{flush: report}}
-	if err := t.store.WriteBlob(ctx, desc, io.TeeReader(src, pw)); err != nil {
+	if err := write(io.TeeReader(src, pw)); err != nil {
 		if src.Err != nil {
 			return "", src.Err
 		}

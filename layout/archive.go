@@ -196,27 +196,19 @@ func writeArchive(path string, out sink, bundleJSON []byte, layoutDir string, ex
 			out.abort()
 		}
 	}()
-	entries := []archiveEntry{{name: BundleFile, data: bundleJSON, size: int64(len(bundleJSON))}}
-	for _, f := range extra {
-		name, err := entryName(f.Name)
-		if err != nil || name != f.Name || !strings.HasPrefix(name, "artifacts/") || strings.HasPrefix(name, LayoutPath+"/") || name == LayoutPath {
-			return fmt.Errorf("writing %s: extra file %q: not a file name under artifacts/ outside %s", path, f.Name, LayoutPath)
-		}
-		entries = append(entries, archiveEntry{name: name, data: f.Data, size: int64(len(f.Data)), extra: true})
-	}
+	var layoutFiles []archiveEntry
 	if layoutDir != "" {
 		if _, err := Open(layoutDir); err != nil {
 			return fmt.Errorf("writing %s: %w", path, err)
 		}
-		more, err := layoutEntries(layoutDir)
-		if err != nil {
+		if layoutFiles, err = layoutEntries(layoutDir); err != nil {
 			return fmt.Errorf("writing %s: %w", path, err)
 		}
-		entries = append(entries, more...)
 	}
-	slices.SortFunc(entries, func(a, b archiveEntry) int {
-		return cmp.Or(cmp.Compare(entryRank(a), entryRank(b)), cmp.Compare(blobSize(a), blobSize(b)), strings.Compare(a.name, b.name))
-	})
+	entries, err := archiveEntries(path, bundleJSON, extra, layoutFiles)
+	if err != nil {
+		return err
+	}
 	bw := bufio.NewWriterSize(out, 1<<20)
 	var w io.Writer = bw
 	closeZ := func() error { return nil }
@@ -241,6 +233,24 @@ func writeArchive(path string, out sink, bundleJSON []byte, layoutDir string, ex
 		}
 	}
 	return nil
+}
+
+// archiveEntries is every entry of an archive, in its order: bundle.json
+// (bundleJSON), the extra files and the layout's entries.
+func archiveEntries(path string, bundleJSON []byte, extra []File, layoutFiles []archiveEntry) ([]archiveEntry, error) {
+	entries := []archiveEntry{{name: BundleFile, data: bundleJSON, size: int64(len(bundleJSON))}}
+	for _, f := range extra {
+		name, err := entryName(f.Name)
+		if err != nil || name != f.Name || !strings.HasPrefix(name, "artifacts/") || strings.HasPrefix(name, LayoutPath+"/") || name == LayoutPath {
+			return nil, fmt.Errorf("writing %s: extra file %q: not a file name under artifacts/ outside %s", path, f.Name, LayoutPath)
+		}
+		entries = append(entries, archiveEntry{name: name, data: f.Data, size: int64(len(f.Data)), extra: true})
+	}
+	entries = append(entries, layoutFiles...)
+	slices.SortFunc(entries, func(a, b archiveEntry) int {
+		return cmp.Or(cmp.Compare(entryRank(a), entryRank(b)), cmp.Compare(blobSize(a), blobSize(b)), strings.Compare(a.name, b.name))
+	})
+	return entries, nil
 }
 
 // plainTar reports whether WriteArchive writes an uncompressed tar to path:
@@ -275,12 +285,17 @@ func blobSize(e archiveEntry) int64 {
 	return 0
 }
 
-func writeArchiveEntry(tw *tar.Writer, e archiveEntry) error {
+// entryHeader is e's tar header.
+func entryHeader(e archiveEntry) *tar.Header {
 	hdr := &tar.Header{Name: e.name, ModTime: epoch, Typeflag: tar.TypeReg, Mode: 0o644, Size: e.size}
 	if e.dir {
 		hdr.Typeflag, hdr.Mode, hdr.Size = tar.TypeDir, 0o755, 0
 	}
-	if err := tw.WriteHeader(hdr); err != nil {
+	return hdr
+}
+
+func writeArchiveEntry(tw *tar.Writer, e archiveEntry) error {
+	if err := tw.WriteHeader(entryHeader(e)); err != nil {
 		return fmt.Errorf("%s: %w", e.name, err)
 	}
 	switch {

@@ -115,7 +115,7 @@ func Create(dir string) (*Store, error) {
 	if _, err := os.Lstat(layoutPath); err == nil {
 		return nil, fmt.Errorf("creating image layout %s: %w: it already holds one", dir, fs.ErrExist)
 	}
-	data, err := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
+	data, err := layoutFileData()
 	if err != nil {
 		return nil, err
 	}
@@ -400,6 +400,27 @@ func (s *Store) AddRef(desc ocispec.Descriptor, refName string) {
 func (s *Store) Save() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	idx, data, err := s.encodeIndex()
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(s.dir, filepath.Join(s.dir, ocispec.ImageIndexFile), data); err != nil {
+		return fmt.Errorf("image layout %s: %w", s.dir, err)
+	}
+	s.index = idx
+	return nil
+}
+
+// IndexJSON returns the bytes Save would write as index.json now.
+func (s *Store) IndexJSON() ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, data, err := s.encodeIndex()
+	return data, err
+}
+
+// encodeIndex is the index Save writes, and its bytes. s.mu is held.
+func (s *Store) encodeIndex() (ocispec.Index, []byte, error) {
 	entries := slices.Clone(s.index.Manifests)
 	slices.SortStableFunc(entries, func(a, b ocispec.Descriptor) int {
 		return cmp.Or(
@@ -421,13 +442,9 @@ func (s *Store) Save() error {
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(idx); err != nil {
-		return fmt.Errorf("image layout %s: encoding index.json: %w", s.dir, err)
+		return idx, nil, fmt.Errorf("image layout %s: encoding index.json: %w", s.dir, err)
 	}
-	if err := writeFileAtomic(s.dir, filepath.Join(s.dir, ocispec.ImageIndexFile), buf.Bytes()); err != nil {
-		return fmt.Errorf("image layout %s: %w", s.dir, err)
-	}
-	s.index = idx
-	return nil
+	return idx, buf.Bytes(), nil
 }
 
 // writeFileAtomic writes data to path through a temporary file in tmpDir
