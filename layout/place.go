@@ -17,8 +17,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
-	"github.com/cnabio/cnab-relocate/internal/verify"
 )
 
 // PlacedArchive is a thick bundle archive written in place: laid out
@@ -229,7 +227,7 @@ type placeWriter struct {
 
 func (w *placeWriter) Write(p []byte) (int, error) {
 	if int64(len(p)) > w.end-w.off {
-		return 0, errors.New("more bytes than the blob's size")
+		return 0, fmt.Errorf("%w: more bytes than the blob's size", ErrDigestMismatch)
 	}
 	if err := w.a.writeAt(p, w.off); err != nil {
 		return 0, err
@@ -241,10 +239,13 @@ func (w *placeWriter) Write(p []byte) (int, error) {
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
 // WriteBlob writes the blob desc names, one of those the archive was laid
-// out with, into its place, reading it from r and checking its bytes
-// against desc.Size and desc.Digest (ErrDigestMismatch) as they stream.
-// When the blob is written already, r is not read. Safe for concurrent
-// use; a blob that fails may be written again.
+// out with, into its place, reading it from r: exactly desc.Size bytes
+// (more or fewer is ErrDigestMismatch). It does not hash them: the caller
+// checks r against desc.Digest (verify.NewReader, as fixup's engine
+// checks every byte it fetches), so that no byte is hashed twice; an
+// error from r fails the write. When the blob is written already, r is
+// not read. Safe for concurrent use; a blob that fails may be written
+// again.
 func (a *PlacedArchive) WriteBlob(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
 	a.mu.Lock()
 	b := a.blobs[desc.Digest]
@@ -257,8 +258,12 @@ func (a *PlacedArchive) WriteBlob(ctx context.Context, desc ocispec.Descriptor, 
 		return nil
 	}
 	buf := copyBuffers.Get().(*[]byte)
-	_, err := io.CopyBuffer(&placeWriter{a: a, off: b.off, end: b.off + b.size}, verify.NewReader(ctxReader{ctx, r}, desc), *buf)
+	w := &placeWriter{a: a, off: b.off, end: b.off + b.size}
+	_, err := io.CopyBuffer(w, ctxReader{ctx, r}, *buf)
 	copyBuffers.Put(buf)
+	if err == nil && w.off != w.end {
+		err = fmt.Errorf("%w: %d bytes, want %d", ErrDigestMismatch, desc.Size-(w.end-w.off), desc.Size)
+	}
 	if err != nil {
 		return fmt.Errorf("writing %s: blob %s: %w", a.path, desc.Digest, err)
 	}

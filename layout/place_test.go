@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"math/rand"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+	"testing/iotest"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -154,15 +156,18 @@ func TestPlaceArchiveErrorsLeaveNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := descs[0]
-	bad := bytes.Repeat([]byte{'x'}, int(d.Size))
-	if err := a.WriteBlob(ctx, d, bytes.NewReader(bad)); !errors.Is(err, ErrDigestMismatch) {
-		t.Errorf("wrong bytes: %v, want ErrDigestMismatch", err)
+	short := data[d.Digest][:d.Size-1]
+	if err := a.WriteBlob(ctx, d, bytes.NewReader(short)); !errors.Is(err, ErrDigestMismatch) {
+		t.Errorf("one byte short: %v, want ErrDigestMismatch", err)
 	}
 	if a.Has(d.Digest) {
 		t.Error("a blob that failed counts as written")
 	}
-	if err := a.WriteBlob(ctx, d, bytes.NewReader(append(data[d.Digest], 'x'))); err == nil {
-		t.Error("a blob one byte too long was written")
+	if err := a.WriteBlob(ctx, d, bytes.NewReader(append(data[d.Digest], 'x'))); !errors.Is(err, ErrDigestMismatch) {
+		t.Errorf("one byte too long: %v, want ErrDigestMismatch", err)
+	}
+	if err := a.WriteBlob(ctx, d, iotest.ErrReader(io.ErrUnexpectedEOF)); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("a failing reader: %v", err)
 	}
 	if err := a.WriteBlob(ctx, ocispec.Descriptor{Digest: digest.FromString("other"), Size: 5}, bytes.NewReader([]byte("other"))); err == nil {
 		t.Error("a blob the archive was not laid out with was written")
