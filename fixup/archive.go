@@ -31,7 +31,6 @@ type inPlace struct {
 	placed *layout.PlacedArchive
 	err    error
 	index  []byte // index.json as laid out
-	delta  *layout.Delta
 }
 
 // lay is the engine's prepare for an export in place: it names every
@@ -55,8 +54,8 @@ func (p *inPlace) lay(ctx context.Context, e *engine, store *layout.Store, exp e
 	}
 	blobs := exportBlobs(jobs)
 	var extra []layout.File
-	if p.delta = delta(blobs); p.delta != nil {
-		data, err := encodeDelta(p.delta)
+	if d := delta(blobs); d != nil {
+		data, err := encodeDelta(d)
 		if err != nil {
 			p.err = err
 			return

@@ -273,8 +273,8 @@ func (c *Client) ExportArchive(ctx context.Context, b *Bundle, bundleJSON []byte
 	return nil
 }
 
-// written tells call's OnPart of each part of an archive in place, and
-// its OnDelta of the delta record, if any.
+// written tells call's OnPart of each part of a split archive, and its
+// OnDelta of the delta record, if any, once the archive is in place.
 func (call ExportCall) written(parts []layout.Part, delta *layout.Delta) {
 	for _, p := range parts {
 		if call.OnPart != nil {
