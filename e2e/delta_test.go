@@ -184,6 +184,15 @@ func TestDeltaArchive(t *testing.T) {
 	if want, _ := os.ReadFile(delta); len(parts) < 2 || !bytes.Equal(joined, want) {
 		t.Fatalf("the %d parts of the split delta joined differ from the delta", len(parts))
 	}
+	// The same delta as a plain tar, written in place: the tar the
+	// gzipped one holds.
+	deltaTar := filepath.Join(dir, "app-2-delta.tar")
+	if r := cli(t, nil, "export", rel2.bundle, "--base", whole1, "--output", deltaTar); r.code != 0 {
+		t.Fatalf("delta export to a tar exited %d", r.code)
+	}
+	if got, want := readFile(t, deltaTar), gunzip(t, readFile(t, delta)); !bytes.Equal(got, want) {
+		t.Fatalf("the delta written in place (%d bytes) is not the tar of the gzipped one (%d bytes)", len(got), len(want))
+	}
 	src.Close() // the air gap
 
 	prefix := func(r *registrytest.Registry) string { return r.Host + "/inside" }
@@ -207,7 +216,7 @@ func TestDeltaArchive(t *testing.T) {
 		}
 	})
 
-	for _, tc := range []struct{ name, archive string }{{"after release 1", delta}, {"split, after release 1", parts[0]}} {
+	for _, tc := range []struct{ name, archive string }{{"after release 1", delta}, {"split, after release 1", parts[0]}, {"written in place, after release 1", deltaTar}} {
 		t.Run(tc.name, func(t *testing.T) {
 			dst := registrytest.Start(t, registrytest.Options{})
 			tmp := t.TempDir()

@@ -348,3 +348,17 @@ func TestThickInterruptAndRerun(t *testing.T) {
 	}
 	checkRelocated(t, f, dst, filepath.Join(out, "map.json"), f.refs)
 }
+
+// gunzip returns the bytes gzip data holds.
+func gunzip(t testing.TB, data []byte) []byte {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
