@@ -11,14 +11,14 @@ import (
 	"github.com/cnabio/cnab-relocate/layout"
 )
 
-// An export to a plain tar (ExportArchive, out ending in .tar) writes the
-// archive in place: once every image is planned, the manifests are named
-// (index.json is then known), the archive is laid out whole
-// (layout.PlaceArchive), and each blob and manifest is written straight
-// into its place as it is fetched, checked as it streams, as many at once
-// as the client's jobs. Nothing goes through a temporary layout, nothing
-// is written twice. A gzipped archive cannot be written so: it is
-// exported into a temporary layout, then packed (layout.WriteArchive).
+// ExportArchive writes the archive's tar in place: once every image is
+// planned, the manifests are named (index.json is then known), the tar is
+// laid out whole (layout.PlaceArchive), and each blob and manifest is
+// written straight into its place as it is fetched, checked as it
+// streams, as many at once as the client's jobs. Nothing goes through a
+// temporary layout, nothing is written twice. A gzipped archive cannot be
+// written at offsets: its tar is written so in a temporary directory,
+// then compressed (layout.CompressArchive).
 
 // inPlace is an export's archive written in place.
 type inPlace struct {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/cnabio/cnab-relocate/layout"
 	"github.com/cnabio/cnab-to-oci/relocation"
@@ -208,14 +209,15 @@ func (c *Client) export(ctx context.Context, b *Bundle, call ExportCall, p *inPl
 // ExportArchive exports b's images (see Export) and writes the thick
 // bundle archive out: bundleJSON, byte for byte, as bundle.json, and the
 // images as the OCI image layout artifacts/layout (see layout.WriteArchive:
-// the archive is deterministic, gzipped unless out ends in ".tar"). A
-// plain tar is written in place: once every image is planned the archive
-// is laid out whole (layout.PlaceArchive) and each blob goes straight from
-// its registry into its place, checked as it streams, with no temporary
-// layout; a gzipped one is exported into a temporary layout, then packed.
-// Either way the archive is written to a temporary file beside out and
-// renamed into place once complete; on any error nothing is left at out,
-// and the temporary layout is removed.
+// the archive is deterministic, gzipped unless out ends in ".tar"). The
+// tar is written in place: once every image is planned it is laid out
+// whole (layout.PlaceArchive) and each blob goes straight from its
+// registry into its place, checked as it streams, nothing written twice;
+// a gzipped archive is that tar, written in a temporary directory under
+// os.TempDir, then compressed (layout.CompressArchive). The archive is
+// written to a temporary file beside out and renamed into place once
+// complete; on any error nothing is left at out, and the temporary files
+// are removed either way.
 // With opts.SplitSize it is written as parts out.000, out.001, ... instead,
 // all or none, reported to opts.OnPart. With opts.Bases it is a delta:
 // what the bases hold is left out and recorded in layout.DeltaFile.
@@ -240,36 +242,39 @@ func (c *Client) ExportArchive(ctx context.Context, b *Bundle, bundleJSON []byte
 		return invalid(errors.New("fixup: ExportArchive writes an archive: call Export for a dry run"))
 	}
 	if layout.IsPlainTar(out) {
-		return c.exportInPlace(ctx, b, bundleJSON, out, call)
-	}
-	res, err := c.Export(ctx, b, call)
-	if err != nil {
-		return err
-	}
-	defer res.Close()
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	var extra []layout.File
-	if res.Delta != nil {
-		data, err := encodeDelta(res.Delta)
+		parts, delta, err := c.exportInPlace(ctx, b, bundleJSON, out, out, call.SplitSize, call)
 		if err != nil {
 			return err
 		}
-		extra = append(extra, layout.File{Name: layout.DeltaFile, Data: data})
-	}
-	if call.SplitSize > 0 {
-		parts, err := layout.WriteSplitArchive(out, call.SplitSize, bundleJSON, res.Dir, extra...)
-		if err != nil {
-			return fmt.Errorf("%w %s: %w", ErrOutput, out, err)
-		}
-		call.written(parts, res.Delta)
+		call.written(parts, delta)
 		return nil
 	}
-	if err := layout.WriteArchive(out, bundleJSON, res.Dir, extra...); err != nil {
+	// Gzipped: the tar in place in a temporary directory, then compressed
+	// into out, whose directory must be there before anything is fetched.
+	if st, err := os.Stat(filepath.Dir(out)); err != nil || !st.IsDir() {
+		if err == nil {
+			err = errors.New("not a directory")
+		}
+		return fmt.Errorf("%w %s: %v", ErrOutput, out, err)
+	}
+	dir, err := os.MkdirTemp("", "cnab-relocate-export-*")
+	if err != nil {
+		return fmt.Errorf("%w %s: %v", ErrOutput, out, err)
+	}
+	defer os.RemoveAll(dir)
+	tarPath := filepath.Join(dir, "archive.tar")
+	_, delta, err := c.exportInPlace(ctx, b, bundleJSON, tarPath, out, 0, call)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	parts, err := layout.CompressArchive(tarPath, out, call.SplitSize)
+	if err != nil {
 		return fmt.Errorf("%w %s: %w", ErrOutput, out, err)
 	}
-	call.written(nil, res.Delta)
+	call.written(parts, delta)
 	return nil
 }
 
@@ -286,10 +291,12 @@ func (call ExportCall) written(parts []layout.Part, delta *layout.Delta) {
 	}
 }
 
-// exportInPlace is ExportArchive to a plain tar: written in place (see
-// inPlace).
-func (c *Client) exportInPlace(ctx context.Context, b *Bundle, bundleJSON []byte, out string, call ExportCall) error {
-	p := &inPlace{out: out, split: call.SplitSize, bundleJSON: bundleJSON}
+// exportInPlace exports b into the plain-tar archive path, written in
+// place (see inPlace), in parts of split bytes when split is more than 0;
+// errors about it name out, the archive the caller asked for. It returns
+// the parts and the delta record.
+func (c *Client) exportInPlace(ctx context.Context, b *Bundle, bundleJSON []byte, path, out string, split int64, call ExportCall) ([]layout.Part, *layout.Delta, error) {
+	p := &inPlace{out: path, split: split, bundleJSON: bundleJSON}
 	defer func() {
 		if p.placed != nil {
 			p.placed.Abort() // nothing once committed
@@ -297,22 +304,21 @@ func (c *Client) exportInPlace(ctx context.Context, b *Bundle, bundleJSON []byte
 	}()
 	res, err := c.export(ctx, b, call, p)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	defer res.Close()
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, nil, err
 	}
 	if p.err == nil && p.placed == nil {
 		p.err = errors.New("the archive was not laid out")
 	}
 	if p.err != nil {
-		return fmt.Errorf("%w %s: %w", ErrOutput, out, p.err)
+		return nil, nil, fmt.Errorf("%w %s: %w", ErrOutput, out, p.err)
 	}
 	parts, err := p.commit(res.Layout)
 	if err != nil {
-		return fmt.Errorf("%w %s: %w", ErrOutput, out, err)
+		return nil, nil, fmt.Errorf("%w %s: %w", ErrOutput, out, err)
 	}
-	call.written(parts, res.Delta)
-	return nil
+	return parts, res.Delta, nil
 }

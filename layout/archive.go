@@ -209,17 +209,9 @@ func writeArchive(path string, out sink, bundleJSON []byte, layoutDir string, ex
 	if err != nil {
 		return err
 	}
-	bw := bufio.NewWriterSize(out, 1<<20)
-	var w io.Writer = bw
-	closeZ := func() error { return nil }
-	if !plainTar(path) {
-		// Image layers are compressed already: the fastest level costs little
-		// in size and is several times faster than the default on them.
-		zw, err := gzip.NewWriterLevel(bw, gzip.BestSpeed)
-		if err != nil {
-			return err
-		}
-		w, closeZ = zw, zw.Close
+	w, closeW, err := compressor(path, out)
+	if err != nil {
+		return err
 	}
 	tw := tar.NewWriter(w)
 	for _, e := range entries {
@@ -227,12 +219,81 @@ func writeArchive(path string, out sink, bundleJSON []byte, layoutDir string, ex
 			return fmt.Errorf("writing %s: %w", path, err)
 		}
 	}
-	for _, c := range []func() error{tw.Close, closeZ, bw.Flush, out.commit} {
+	for _, c := range []func() error{tw.Close, closeW, out.commit} {
 		if err := c(); err != nil {
 			return fmt.Errorf("writing %s: %w", path, err)
 		}
 	}
 	return nil
+}
+
+// compressor is where an archive's tar goes on its way to out: gzip
+// unless path names a plain tar, buffered. close ends and flushes it.
+func compressor(path string, out io.Writer) (w io.Writer, close func() error, err error) {
+	bw := bufio.NewWriterSize(out, 1<<20)
+	if plainTar(path) {
+		return bw, bw.Flush, nil
+	}
+	// Image layers are compressed already: the fastest level costs little
+	// in size and is several times faster than the default on them.
+	zw, err := gzip.NewWriterLevel(bw, gzip.BestSpeed)
+	if err != nil {
+		return nil, nil, err
+	}
+	return zw, func() error {
+		if err := zw.Close(); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}, nil
+}
+
+// CompressArchive writes to path the archive whose tar is the file at
+// tarPath (a plain-tar archive, as PlaceArchive writes it): gzipped, byte
+// for byte what WriteArchive writes to path for the same content, or,
+// with split more than 0, the parts WriteSplitArchive writes. It is
+// written as WriteArchive and WriteSplitArchive write (temporary files,
+// renamed once complete; nothing left on error) and returns the parts, nil
+// for one file.
+func CompressArchive(tarPath, path string, split int64) (_ []Part, err error) {
+	if plainTar(path) {
+		return nil, fmt.Errorf("writing %s: a plain tar is not compressed: use PlaceArchive", path)
+	}
+	if split < 0 {
+		return nil, fmt.Errorf("writing %s: split size %d: must be at least 1 byte", path, split)
+	}
+	in, err := os.Open(tarPath)
+	if err != nil {
+		return nil, fmt.Errorf("writing %s: %w", path, err)
+	}
+	defer in.Close()
+	var out sink = &fileSink{path: path}
+	var sw *splitWriter
+	if split > 0 {
+		sw = &splitWriter{path: path, size: split}
+		out = sw
+	}
+	defer func() {
+		if err != nil {
+			out.abort()
+		}
+	}()
+	w, closeW, err := compressor(path, out)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := io.Copy(w, in); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", path, err)
+	}
+	for _, c := range []func() error{closeW, out.commit} {
+		if err := c(); err != nil {
+			return nil, fmt.Errorf("writing %s: %w", path, err)
+		}
+	}
+	if sw != nil {
+		return sw.parts, nil
+	}
+	return nil, nil
 }
 
 // archiveEntries is every entry of an archive, in its order: bundle.json

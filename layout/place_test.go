@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"math/rand"
@@ -116,6 +117,46 @@ func TestPlaceArchiveIsWriteArchive(t *testing.T) {
 	if !bytes.Equal(joinParts(t, gotParts, size), wantData) {
 		t.Error("the parts joined are not the archive")
 	}
+	// Compressed, the tar is the gzipped archive, whole or split.
+	for _, split := range []int64{0, size} {
+		want, got := filepath.Join(tmp, fmt.Sprintf("want-%d.tgz", split)), filepath.Join(tmp, fmt.Sprintf("got-%d.tgz", split))
+		var wantParts []Part
+		if split == 0 {
+			err = WriteArchive(want, []byte(`{"name":"b"}`), dir, extra)
+		} else {
+			wantParts, err = WriteSplitArchive(want, split, []byte(`{"name":"b"}`), dir, extra)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotParts, err := CompressArchive(filepath.Join(tmp, "got.tar"), got, split)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if split == 0 {
+			w, _ := os.ReadFile(want)
+			g, _ := os.ReadFile(got)
+			if len(w) == 0 || !bytes.Equal(w, g) || gotParts != nil {
+				t.Errorf("compressed: %d bytes (parts %v), WriteArchive's %d bytes", len(g), gotParts, len(w))
+			}
+			continue
+		}
+		if len(gotParts) != len(wantParts) || len(gotParts) < 2 {
+			t.Fatalf("compressed split: %d parts, want %d (at least 2)", len(gotParts), len(wantParts))
+		}
+		for i := range gotParts {
+			if gotParts[i].Size != wantParts[i].Size || gotParts[i].Digest != wantParts[i].Digest {
+				t.Errorf("compressed part %d: %d bytes %s, want %d bytes %s", i, gotParts[i].Size, gotParts[i].Digest, wantParts[i].Size, wantParts[i].Digest)
+			}
+		}
+	}
+	if _, err := CompressArchive(filepath.Join(tmp, "missing.tar"), filepath.Join(tmp, "x.tgz"), 0); err == nil {
+		t.Error("a missing tar was compressed")
+	}
+	if _, err := os.Stat(filepath.Join(tmp, "x.tgz")); err == nil {
+		t.Error("a failed compression left its output")
+	}
+
 	// The archive reads back.
 	a, err := OpenArchive(context.Background(), filepath.Join(tmp, "got-split.tar"))
 	if err != nil {

@@ -22,7 +22,7 @@ bundle.json (unchanged, byte for byte) at its root and the images in
 artifacts/layout (CNAB Core 104): gzipped when ARCHIVE ends in .tgz or
 .tar.gz, plain when it ends in .tar. Exporting twice gives identical archives.
 A .tar is written in place, each blob straight from its registry into the
-archive; a .tgz goes through a temporary layout in $TMPDIR first.
+archive; a .tgz is that tar, written in $TMPDIR first, then compressed.
 Relocate the archive inside the air gap with 'cnab-relocate fixup ARCHIVE'.
 
 BUNDLE may also be a thick bundle archive written by another tool (cnab-go,
