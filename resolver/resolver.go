@@ -116,9 +116,13 @@ func (r authErrors) Resolve(ctx context.Context, ref string) (string, ocispec.De
 // request is sent to, never to the host that redirected it there. Both are
 // cached so connections are reused across images.
 type hosts struct {
-	opts       Options
-	retries    int
-	roots      *x509.CertPool
+	opts    Options
+	retries int
+	// roots is the system roots plus Options.CACerts, loaded on first use:
+	// parsing the system's certificates costs a run about 30 ms of CPU,
+	// which a run over plain HTTP, or one that leaves TLS to Go's own use
+	// of the system roots (no CACerts, no certs.d for the host), never pays.
+	roots      func() (*x509.CertPool, error)
 	creds      *credentials
 	authorizer docker.Authorizer
 	client     *http.Client
@@ -138,9 +142,13 @@ func newHosts(opts Options) (*hosts, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	roots, err := systemRootsWith(opts.CACerts)
-	if err != nil {
-		return nil, err
+	roots := sync.OnceValues(func() (*x509.CertPool, error) { return systemRootsWith(opts.CACerts) })
+	if len(opts.CACerts) > 0 {
+		// A CA file that cannot be read is an error now, not at the first
+		// TLS connection.
+		if _, err := roots(); err != nil {
+			return nil, err
+		}
 	}
 	creds, err := loadCredentials(opts.ConfigDir)
 	if err != nil {
@@ -255,7 +263,10 @@ func (h *hosts) isInsecure(host string) bool {
 func (h *hosts) baseTransport(host string, insecure bool) http.RoundTripper {
 	base := h.opts.Transport
 	if base == nil {
-		cfg := &tls.Config{RootCAs: h.roots, MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure} //nolint:gosec // only for --insecure-registry hosts
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure} //nolint:gosec // only for --insecure-registry hosts
+		if len(h.opts.CACerts) > 0 {
+			cfg.RootCAs, _ = h.roots() // loaded, and checked, in newHosts
+		} // else nil: Go verifies with the system roots, loaded at the first handshake
 		h.certsDir(host, cfg)
 		base = &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
@@ -290,7 +301,11 @@ func (h *hosts) certsDir(host string, cfg *tls.Config) {
 	if err != nil {
 		return
 	}
-	roots := h.roots.Clone()
+	system, err := h.roots()
+	if err != nil {
+		return // not with CACerts: newHosts has checked them
+	}
+	roots := system.Clone()
 	for _, e := range entries {
 		name := filepath.Join(dir, e.Name())
 		switch {
