@@ -239,11 +239,14 @@ func (e *engine) refusedSparse(j *job, g *graph) error {
 		return nil
 	}
 	for _, m := range g.manifests {
-		if j.platforms.missing(m.desc.Digest) > 0 {
+		if missing := j.platforms.missing(m.desc.Digest); missing > 0 {
 			re := v.(*RegistryError)
+			// Its own platforms left, then the refusal it did not try again.
+			_, left := j.platforms.result()
 			return sideError{ErrTarget, fmt.Errorf("%s: pushing manifest %s: %w", e.dst.describe(j.host), m.desc.Digest, &RegistryError{
 				Host: re.Host, StatusCode: re.StatusCode, Code: re.Code, Message: re.Message,
-				Err: sparseError{fmt.Errorf("not tried: the index %s is sparse, and %w", m.desc.Digest, re.Err)}})}
+				Err: sparseError{fmt.Errorf("not tried: the index %s is sparse (%d of its manifests, for %s, are not copied), and %w",
+					m.desc.Digest, missing, strings.Join(left, ", "), re.Err)}})}
 		}
 	}
 	return nil
