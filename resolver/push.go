@@ -41,7 +41,7 @@ const (
 // each blob (HEAD) before its POST there, as containerd does everywhere.
 //
 // A PUT refused because its token died on the way is sent again, whole,
-// once, with a new token. Any other failure of it (a *StatusError, a
+// with a new token, up to maxTokenRefusals times. Any other failure of it (a *StatusError, a
 // network error, or the error of open's reader, returned as it is) is for
 // the caller to retry whole when it is temporary (see
 // StatusError.Temporary).
@@ -52,7 +52,7 @@ func (r *Resolver) PushBlob(ctx context.Context, repo string, desc ocispec.Descr
 	}
 	how, err := r.pushBlob(ctx, named, desc, mountFrom, open)
 	var tr tokenRefused
-	if errors.As(err, &tr) {
+	for i := 0; i < maxTokenRefusals && errors.As(err, &tr); i++ {
 		how, err = r.pushBlob(ctx, named, desc, mountFrom, open)
 	}
 	return how, err
@@ -242,8 +242,10 @@ func (r *Resolver) host(named reference.Named) (docker.RegistryHost, error) {
 }
 
 // send sends an authorised request for path under /v2/<repo>, with body
-// (nil: none) and header, answering the registry's auth challenge once, as
-// containerd's requests do. The scopes are ctx's (docker.WithScope).
+// (nil: none) and header, answering the registry's auth challenge as
+// containerd's requests do: once for a login, and again each time the
+// registry refuses a new token, up to maxTokenRefusals times (a token
+// server whose clock runs ahead). The scopes are ctx's (docker.WithScope).
 func (r *Resolver) send(ctx context.Context, named reference.Named, method, path string, body []byte, header http.Header) (*http.Response, error) {
 	domain := reference.Domain(named)
 	host, err := r.host(named)
@@ -287,7 +289,7 @@ func (r *Resolver) send(ctx context.Context, named reference.Named, method, path
 			resp.Body.Close()
 			return nil, err
 		}
-		if attempt > 0 {
+		if attempt > maxTokenRefusals {
 			return resp, nil
 		}
 		resp.Body.Close()

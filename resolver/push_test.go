@@ -3,8 +3,11 @@ package resolver_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/opencontainers/go-digest"
@@ -132,5 +135,86 @@ func TestPushManifest(t *testing.T) {
 	got, gdesc, err := reg.Client().GetManifest(ctx, "team/a", "2")
 	if err != nil || !bytes.Equal(got, data) || gdesc.Digest != img.Root.Digest {
 		t.Errorf("team/a:2 = %s (%v); want the bytes of %s", gdesc.Digest, err, img.Root.Digest)
+	}
+}
+
+// TestDeadTokens: a token server whose tokens the registry refuses on
+// arrival (its clock far ahead) costs a request sent again with a new
+// token each time, up to three times running; a fourth refusal is a failed
+// login, an *AuthError, after a bounded number of tokens — never a loop.
+func TestDeadTokens(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.Start(t, registrytest.Options{TokenAuth: &registrytest.TokenAuth{TTL: time.Minute}})
+	p := registrytest.NewProxy(reg, registrytest.ProxyOptions{})
+	defer p.Close()
+	ctx := context.Background()
+	img, err := reg.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "team/a", Tag: "1", Layers: []int{100}, Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, desc, err := reg.Client().GetManifest(ctx, "team/a", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob := registrytest.RandomBytes(9, 2048)
+	bdesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: digest.FromBytes(blob), Size: int64(len(blob))}
+	open := func(context.Context) (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(blob)), nil }
+	r, err := resolver.New(resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each step its own repository: a scope of its own, no token kept.
+	for _, tc := range []struct {
+		name string
+		dead int
+		push func(repo string) error
+		// want: requests of the kind, tokens issued; fail: an *AuthError.
+		kind   string
+		want   int
+		tokens int
+		fail   bool
+	}{
+		// The first request learns the challenge (no token yet), then 3
+		// refused, then 1 let through.
+		{name: "manifest, 3 dead tokens", dead: 3, kind: "PUT manifest", want: 5, tokens: 4, push: func(string) error {
+			return r.PushManifest(ctx, p.Host+"/team/a", "2", desc.MediaType, data)
+		}},
+		{name: "blob, 3 dead tokens", dead: 3, kind: "POST mount", want: 4, tokens: 4, push: func(repo string) error {
+			_, err := r.PushBlob(ctx, p.Host+"/"+repo, bdesc, "", open)
+			return err
+		}},
+		{name: "manifest, every token dead", dead: 100, kind: "PUT manifest", want: 4, tokens: 4, fail: true, push: func(repo string) error {
+			return r.PushManifest(ctx, p.Host+"/"+repo, "1", desc.MediaType, data)
+		}},
+	} {
+		repo := fmt.Sprintf("team/dead-%d", len(reg.Tokens.Issued()))
+		p.Reset()
+		before := reg.Tokens.Total()
+		reg.Tokens.DeadOnArrival(tc.dead)
+		err := tc.push(repo)
+		reg.Tokens.DeadOnArrival(0)
+		var ae *resolver.AuthError
+		switch {
+		case tc.fail && !errors.As(err, &ae):
+			t.Errorf("%s: error = %v; want an *AuthError", tc.name, err)
+		case !tc.fail && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		if got := p.Counts()[tc.kind]; got != tc.want {
+			t.Errorf("%s: %d %s requests; want %d (%v)", tc.name, got, tc.kind, tc.want, p.Counts())
+		}
+		if got := reg.Tokens.Total() - before; got != tc.tokens {
+			t.Errorf("%s: %d tokens issued; want %d", tc.name, got, tc.tokens)
+		}
+		if tc.fail {
+			continue
+		}
+		if tc.kind == "PUT manifest" {
+			if _, gdesc, err := reg.Client().GetManifest(ctx, "team/a", "2"); err != nil || gdesc.Digest != img.Root.Digest {
+				t.Errorf("%s: team/a:2 = %s (%v); want %s", tc.name, gdesc.Digest, err, img.Root.Digest)
+			}
+		} else if got, err := reg.Client().GetBlob(ctx, repo, bdesc.Digest); err != nil || !bytes.Equal(got, blob) {
+			t.Errorf("%s: %s has %d bytes of the blob (%v); want %d", tc.name, repo, len(got), err, len(blob))
+		}
 	}
 }

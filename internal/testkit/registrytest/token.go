@@ -34,7 +34,8 @@ type TokenAuth struct {
 	TTL time.Duration
 	// DeadEarly, when > 0, kills each token up to that much earlier than
 	// TTL (at random), while the token's expires_in still says TTL: the
-	// clock skew between a token server and a registry.
+	// clock skew between a token server and a registry. (A JWT's exp is
+	// in whole seconds, so a token may die up to 1 s earlier still.)
 	DeadEarly time.Duration
 	// Users maps user names to passwords; empty: anyone gets a token.
 	Users map[string]string
@@ -54,6 +55,7 @@ type TokenServer struct {
 	mu      sync.Mutex
 	issued  map[string][]time.Time // scope -> issue times
 	refused int
+	dead    int // tokens still to issue already expired
 }
 
 const tokenService, tokenIssuer = "registrytest", "registrytest-token-server"
@@ -115,6 +117,15 @@ func (s *TokenServer) Total() int {
 	return n
 }
 
+// DeadOnArrival makes the next n tokens issued dead already: the registry
+// refuses them, though their expires_in says TTL (a token server whose
+// clock is far ahead of the registry's).
+func (s *TokenServer) DeadOnArrival(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dead = n
+}
+
 // serve answers GET (Basic auth) and POST (OAuth2 password grant) token
 // requests, as distribution's token spec describes.
 func (s *TokenServer) serve(w http.ResponseWriter, r *http.Request) {
@@ -150,6 +161,12 @@ func (s *TokenServer) serve(w http.ResponseWriter, r *http.Request) {
 	if s.opts.DeadEarly > 0 {
 		life -= time.Duration(mrand.Int64N(int64(s.opts.DeadEarly)))
 	}
+	s.mu.Lock()
+	if s.dead > 0 {
+		s.dead--
+		life = -time.Minute
+	}
+	s.mu.Unlock()
 	token, err := s.sign(user, scopes, now, now.Add(life-60*time.Second))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
