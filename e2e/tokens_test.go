@@ -12,7 +12,7 @@ import (
 
 // TestExpiringTokens: a target whose bearer tokens live 2 s — and, in a
 // second run, die up to 1 s before the expires_in they announce — gets a
-// relocation of more than 10 s through: digests preserved, a new token
+// relocation of about 10 s through: digests preserved, a new token
 // fetched when the registry refuses the old one (an upload that meets a
 // dead token is redone), and no storm of token requests: at most about one
 // token per scope per expiry.
@@ -43,7 +43,9 @@ func TestExpiringTokens(t *testing.T) {
 			if r.code != 0 {
 				t.Fatalf("exited %d after %v", r.code, took)
 			}
-			if took < 10*time.Second {
+			// About 10 s here (the proxy's latency, not the machine, sets
+			// it); 4 token lives is enough to have outlived several.
+			if took < 4*auth.TTL {
 				t.Errorf("the run took %v: too short to outlive tokens of %v", took, auth.TTL)
 			}
 			checkRelocated(t, f, dst, mapPath, f.refs)
