@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"testing"
 	"time"
 
@@ -215,6 +216,72 @@ func TestDeadTokens(t *testing.T) {
 			}
 		} else if got, err := reg.Client().GetBlob(ctx, repo, bdesc.Digest); err != nil || !bytes.Equal(got, blob) {
 			t.Errorf("%s: %s has %d bytes of the blob (%v); want %d", tc.name, repo, len(got), err, len(blob))
+		}
+	}
+}
+
+// TestUploadMeetsDeadToken: an upload PUT refused for its token (it died
+// on the way: the registry answers 401 with its challenge, as distribution
+// does) is done again whole, with a new token, up to three times.
+func TestUploadMeetsDeadToken(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.Start(t, registrytest.Options{TokenAuth: &registrytest.TokenAuth{TTL: time.Minute}})
+	p := registrytest.NewProxy(reg, registrytest.ProxyOptions{})
+	defer p.Close()
+	ctx := context.Background()
+	r, err := resolver.New(resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		refused int // PUTs answered 401
+		puts    int
+		wantErr bool
+	}{
+		{refused: 3, puts: 4},
+		{refused: 4, puts: 4, wantErr: true},
+	} {
+		repo := fmt.Sprintf("team/put-%d", tc.refused)
+		blob := registrytest.RandomBytes(int64(tc.refused), 4096)
+		desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: digest.FromBytes(blob), Size: int64(len(blob))}
+		opened := 0
+		open := func(context.Context) (io.ReadCloser, error) {
+			opened++
+			return io.NopCloser(bytes.NewReader(blob)), nil
+		}
+		refused := 0
+		p.SetHook(func(w http.ResponseWriter, q *http.Request) bool {
+			if q.Method != http.MethodPut || refused == tc.refused {
+				return false
+			}
+			refused++
+			io.Copy(io.Discard, q.Body)
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm=%q,service="registrytest",scope="repository:%s:pull,push"`, reg.Tokens.URL, repo))
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+			return true
+		})
+		p.Reset()
+		before := reg.Tokens.Total()
+		got, err := r.PushBlob(ctx, p.Host+"/"+repo, desc, "", open)
+		p.SetHook(nil)
+		if tc.wantErr != (err != nil) {
+			t.Errorf("%d PUTs refused: PushBlob = %v, %v; want an error: %v", tc.refused, got, err, tc.wantErr)
+		}
+		if n := p.Counts()["PUT blob"]; n != tc.puts || opened != tc.puts {
+			t.Errorf("%d PUTs refused: %d PUTs, opened %d times; want %d", tc.refused, n, opened, tc.puts)
+		}
+		// A new token after each refusal (the first POST learns the
+		// challenge and fetches the first).
+		if n := reg.Tokens.Total() - before; n != tc.puts {
+			t.Errorf("%d PUTs refused: %d tokens issued; want %d", tc.refused, n, tc.puts)
+		}
+		if tc.wantErr {
+			continue
+		}
+		if b, err := reg.Client().GetBlob(ctx, repo, desc.Digest); err != nil || !bytes.Equal(b, blob) || got != resolver.BlobUploaded {
+			t.Errorf("%d PUTs refused: PushBlob = %v; %s has %d bytes of the blob (%v); want it uploaded", tc.refused, got, repo, len(b), err)
 		}
 	}
 }
