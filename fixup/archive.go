@@ -25,6 +25,7 @@ type inPlace struct {
 	out        string
 	split      int64
 	bundleJSON []byte
+	scratch    bool // out is a temporary tar, compressed into the archive
 	// placed is the archive, laid out by lay; nil before, and when an
 	// image failed to plan (nothing more is fetched: the export fails) or
 	// the archive could not be laid out (err).
@@ -77,6 +78,9 @@ func (p *inPlace) lay(ctx context.Context, e *engine, store *layout.Store, exp e
 	if err != nil {
 		p.err = err
 		return
+	}
+	if p.scratch {
+		placed.Scratch()
 	}
 	p.placed, p.index = placed, index
 }

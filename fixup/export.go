@@ -296,7 +296,7 @@ func (call ExportCall) written(parts []layout.Part, delta *layout.Delta) {
 // errors about it name out, the archive the caller asked for. It returns
 // the parts and the delta record.
 func (c *Client) exportInPlace(ctx context.Context, b *Bundle, bundleJSON []byte, path, out string, split int64, call ExportCall) ([]layout.Part, *layout.Delta, error) {
-	p := &inPlace{out: path, split: split, bundleJSON: bundleJSON}
+	p := &inPlace{out: path, split: split, bundleJSON: bundleJSON, scratch: path != out}
 	defer func() {
 		if p.placed != nil {
 			p.placed.Abort() // nothing once committed

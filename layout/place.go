@@ -40,6 +40,7 @@ type PlacedArchive struct {
 	slots   chan struct{} // parts hashed at once
 	hashErr []error
 	done    bool
+	scratch bool // see Scratch
 }
 
 // placedBlob is where a blob goes in a PlacedArchive.
@@ -283,6 +284,11 @@ func (a *PlacedArchive) WriteBlob(ctx context.Context, desc ocispec.Descriptor, 
 	return nil
 }
 
+// Scratch marks the archive as one that is read once and removed (a tar
+// then compressed into the real archive): Commit does not sync it, so its
+// bytes need never reach the disk. Call it before Commit.
+func (a *PlacedArchive) Scratch() { a.scratch = true }
+
 // hash computes part i's digest in the background.
 func (a *PlacedArchive) hash(i int) {
 	a.hashes.Go(func() {
@@ -294,8 +300,8 @@ func (a *PlacedArchive) hash(i int) {
 	})
 }
 
-// Commit checks that every blob is written, syncs the archive and renames
-// it into place: path, or its parts (removing the parts of an earlier,
+// Commit checks that every blob is written, syncs the archive (unless
+// Scratch) and renames it into place: path, or its parts (removing the parts of an earlier,
 // longer split archive at path). It returns the parts of a split archive,
 // in order, with their sizes and sha256 digests; nil otherwise. On error
 // nothing is left.
@@ -321,7 +327,11 @@ func (a *PlacedArchive) Commit() (_ []Part, err error) {
 		return nil, fmt.Errorf("writing %s: %w", a.path, err)
 	}
 	for _, f := range a.files {
-		for _, c := range []func() error{f.Sync, f.Close, func() error { return os.Chmod(f.Name(), 0o644) }} {
+		sync := f.Sync
+		if a.scratch {
+			sync = func() error { return nil }
+		}
+		for _, c := range []func() error{sync, f.Close, func() error { return os.Chmod(f.Name(), 0o644) }} {
 			if err := c(); err != nil {
 				return nil, fmt.Errorf("writing %s: %w", a.path, err)
 			}
