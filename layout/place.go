@@ -301,10 +301,10 @@ func (a *PlacedArchive) hash(i int) {
 }
 
 // Commit checks that every blob is written, syncs the archive (unless
-// Scratch) and renames it into place: path, or its parts (removing the parts of an earlier,
-// longer split archive at path). It returns the parts of a split archive,
-// in order, with their sizes and sha256 digests; nil otherwise. On error
-// nothing is left.
+// Scratch) and renames it into place: path, or its parts (removing the
+// parts of an earlier, longer split archive at path). It returns the parts
+// of a split archive, in order, with their sizes and sha256 digests; nil
+// otherwise. On error nothing is left.
 func (a *PlacedArchive) Commit() (_ []Part, err error) {
 	defer func() {
 		if err != nil {

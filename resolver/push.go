@@ -41,10 +41,10 @@ const (
 // each blob (HEAD) before its POST there, as containerd does everywhere.
 //
 // A PUT refused because its token died on the way is sent again, whole,
-// with a new token, up to maxTokenRefusals times. Any other failure of it (a *StatusError, a
-// network error, or the error of open's reader, returned as it is) is for
-// the caller to retry whole when it is temporary (see
-// StatusError.Temporary).
+// with a new token, up to maxTokenRefusals times. Any other failure of it
+// (a *StatusError, a network error, or the error of open's reader,
+// returned as it is) is for the caller to retry whole when it is
+// temporary (see StatusError.Temporary).
 func (r *Resolver) PushBlob(ctx context.Context, repo string, desc ocispec.Descriptor, mountFrom string, open func(context.Context) (io.ReadCloser, error)) (BlobPush, error) {
 	named, err := r.named(repo)
 	if err != nil {
