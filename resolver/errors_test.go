@@ -23,14 +23,7 @@ func TestStatusErrorAtTheSource(t *testing.T) {
 	t.Parallel()
 	reg := registrytest.Start(t, registrytest.Options{})
 	ctx := retry.WithClock(context.Background(), retry.NewFakeClock(true))
-	img, err := reg.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "team/a", Tag: "1", Layers: []int{100}, Seed: 5})
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, desc, err := reg.Client().GetManifest(ctx, "team/a", "1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	img, data, desc := seedManifest(t, ctx, reg, 5)
 	one := 1
 	manifests := func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/manifests/") }
 	for _, tc := range []struct {

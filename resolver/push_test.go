@@ -108,14 +108,11 @@ type failingReader struct{ err error }
 
 func (r failingReader) Read([]byte) (int, error) { return 0, r.err }
 
-// TestPushManifest: one PUT, byte for byte, under a tag.
-func TestPushManifest(t *testing.T) {
-	t.Parallel()
-	reg := registrytest.Start(t, registrytest.Options{})
-	p := registrytest.NewProxy(reg, registrytest.ProxyOptions{})
-	defer p.Close()
-	ctx := context.Background()
-	img, err := reg.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "team/a", Tag: "1", Layers: []int{100}, Seed: 3})
+// seedManifest pushes a one-layer image of seed to reg as team/a:1 and
+// returns it with its manifest's bytes and descriptor.
+func seedManifest(t *testing.T, ctx context.Context, reg *registrytest.Registry, seed int64) (registrytest.Image, []byte, ocispec.Descriptor) {
+	t.Helper()
+	img, err := reg.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "team/a", Tag: "1", Layers: []int{100}, Seed: seed})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +120,17 @@ func TestPushManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return img, data, desc
+}
+
+// TestPushManifest: one PUT, byte for byte, under a tag.
+func TestPushManifest(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.Start(t, registrytest.Options{})
+	p := registrytest.NewProxy(reg, registrytest.ProxyOptions{})
+	defer p.Close()
+	ctx := context.Background()
+	img, data, desc := seedManifest(t, ctx, reg, 3)
 	r, err := resolver.New(resolver.Options{ConfigDir: t.TempDir(), CertsDir: "-"})
 	if err != nil {
 		t.Fatal(err)
@@ -149,14 +157,7 @@ func TestDeadTokens(t *testing.T) {
 	p := registrytest.NewProxy(reg, registrytest.ProxyOptions{})
 	defer p.Close()
 	ctx := context.Background()
-	img, err := reg.Client().PushImage(ctx, registrytest.ImageSpec{Repo: "team/a", Tag: "1", Layers: []int{100}, Seed: 5})
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, desc, err := reg.Client().GetManifest(ctx, "team/a", "1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	img, data, desc := seedManifest(t, ctx, reg, 5)
 	blob := registrytest.RandomBytes(9, 2048)
 	bdesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: digest.FromBytes(blob), Size: int64(len(blob))}
 	open := func(context.Context) (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(blob)), nil }
